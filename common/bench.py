@@ -1,0 +1,87 @@
+"""Benchmark helpers shared by every ``make bench-<name>``: a matmul peak measured in the same
+process, FLOP counting, synchronised timing and peak memory.
+
+Achieved FLOP/s is reported as a fraction of the *measured* dense-matmul peak on the same device
+and dtype (not a datasheet number), so the fraction says how well a workload uses the hardware
+it ran on. Speed targets belong in benchmarks, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, iters: int = 10,
+            min_time_s: float = 0.0) -> float:
+    """Median seconds per call of ``fn`` after ``warmup`` calls (device-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    t_start = time.perf_counter()
+    while len(times) < iters or (time.perf_counter() - t_start) < min_time_s:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                iters: int = 10) -> float:
+    """Achieved FLOP/s of an n×n @ n×n matmul (2n³ FLOPs) on ``device``; the reference peak."""
+    if n is None:
+        n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = time_fn(lambda: a @ b, device, warmup=3, iters=iters)
+    return 2.0 * n**3 / t
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of ``fn`` (forward and, if ``fn`` calls backward, backward) as counted
+    by ``torch.utils.flop_counter`` (matmuls/convolutions/attention; elementwise ops are free)."""
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: peak allocated by torch since the last reset. CPU: the process's peak RSS
+    (ru_maxrss; a high-water mark for the whole process, not reset between measurements)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def write_bench(project: str, record: dict, runs_root: str | Path | None = None) -> Path:
+    from common.run import environment
+    from common.run import runs_root as _runs_root
+
+    d = _runs_root(runs_root) / project / "bench"
+    d.mkdir(parents=True, exist_ok=True)
+    rec = dict(record)
+    rec.setdefault("env", environment(record.get("device")))
+    path = d / (time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + ".json")
+    path.write_text(json.dumps(rec, indent=2) + "\n")
+    return path

@@ -1,0 +1,176 @@
+"""Compare measured results with the papers' numbers.
+
+    python -m common.compare ecrl        # print ecrl's table
+    python -m common.compare --all       # print every project's table
+
+Either way ``results/summary.md`` is regenerated for all projects.
+
+Statuses (per paper entry, or per measured metric without one):
+
+* ``reproduced``      measured mean within the entry's tolerance of the paper value
+* ``close``           within twice the tolerance
+* ``not reproduced``  further away
+* ``not comparable``  measured on a dataset/split the paper does not report (e.g. the embedded
+                      synthetic set); the number is shown, but it is not a paper comparison
+* ``no paper value``  measured on the paper's dataset, but the paper value is unknown (null)
+* ``not run``         the paper reports a value and nothing was measured on that dataset/split
+
+Measured values are the mean ± sample std over seeds (the latest result per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from common.results import find_results, load_paper_yaml, mean_std
+from common.run import REPO_ROOT
+
+PROJECTS = ("pros", "ecrl", "mhst", "ssrn", "mgslnet", "dscnet", "migperf", "dmba", "lns_parsing", "dal_gan")
+
+
+def status_for(paper_value, measured_mean, tolerance, comparable: bool = True) -> str:
+    if measured_mean is None:
+        return "not run"
+    if not comparable:
+        return "not comparable"
+    if paper_value is None:
+        return "no paper value"
+    d = abs(measured_mean - paper_value)
+    if d <= tolerance:
+        return "reproduced"
+    if d <= 2 * tolerance:
+        return "close"
+    return "not reproduced"
+
+
+def _latest_per_seed(recs: list[dict]) -> list[dict]:
+    by_seed: dict[int, dict] = {}
+    for r in sorted(recs, key=lambda r: (r.get("created", ""), r.get("_path", ""))):
+        by_seed[r["seed"]] = r
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def _fmt(m, s, n) -> str:
+    return f"{m:.2f} ± {s:.2f} (n={n})"
+
+
+def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None) -> tuple[list[list[str]], list[str]]:
+    """Rows of the comparison table, and extra Markdown blocks (baselines)."""
+    paper_path = root / project / "paper.yaml"
+    entries = load_paper_yaml(paper_path)["results"] if paper_path.is_file() else []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in find_results(project, runs or root / "runs"):
+        groups[(r["dataset"], r["split"], r["config"])].append(r)
+    groups = {k: _latest_per_seed(v) for k, v in groups.items()}
+
+    rows: list[list[str]] = []
+    covered: set[tuple] = set()
+    for e in entries:
+        ds, sp, metric = e["dataset"], e["split"], e["metric"]
+        pv = e["value"]
+        paper_cell = "—" if pv is None else f"{pv:g} ({e['source']})"
+        matched = [(k, recs) for k, recs in groups.items() if k[0] == ds and k[1] == sp]
+        vals_found = False
+        for (gds, gsp, cfg), recs in matched:
+            vals = [r["metrics"][metric] for r in recs if metric in r["metrics"]]
+            if not vals:
+                continue
+            vals_found = True
+            covered.add((gds, gsp, cfg, metric))
+            m, s = mean_std(vals)
+            delta = "—" if pv is None else f"{m - pv:+.2f}"
+            rows.append([ds, sp, cfg, metric, paper_cell, _fmt(m, s, len(vals)), delta,
+                         status_for(pv, m, e["tolerance"])])
+        if not vals_found:
+            rows.append([ds, sp, "—", metric, paper_cell, "—", "—", "not run"])
+
+    for (ds, sp, cfg), recs in sorted(groups.items()):
+        metrics = sorted({m for r in recs for m in r["metrics"]}, key=lambda x: list(recs[0]["metrics"]).index(x)
+                         if x in recs[0]["metrics"] else 999)
+        for metric in metrics:
+            if (ds, sp, cfg, metric) in covered:
+                continue
+            vals = [r["metrics"][metric] for r in recs if metric in r["metrics"]]
+            m, s = mean_std(vals)
+            rows.append([ds, sp, cfg, metric, "—", _fmt(m, s, len(vals)), "—",
+                         status_for(None, m, 0.0, comparable=False)])
+
+    blocks = []
+    for (ds, sp, cfg), recs in sorted(groups.items()):
+        names = sorted({b for r in recs for b in r.get("baselines", {})})
+        if not names:
+            continue
+        metrics = list(recs[0]["metrics"])
+        head = f"| metric | {project} | " + " | ".join(names) + " |"
+        lines = [f"Measured on `{ds}`/{sp} (config `{cfg}`, {len(recs)} seed(s)): {project} vs reference baselines",
+                 "", head, "|" + "---|" * (2 + len(names))]
+        for metric in metrics:
+            cells = []
+            own = [r["metrics"][metric] for r in recs if metric in r["metrics"]]
+            cells.append(_fmt(*mean_std(own), len(own)) if own else "—")
+            for b in names:
+                bv = [r["baselines"][b][metric] for r in recs if metric in r.get("baselines", {}).get(b, {})]
+                cells.append(_fmt(*mean_std(bv), len(bv)) if bv else "—")
+            lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return rows, blocks
+
+
+HEADER = ["dataset", "split", "config", "metric", "paper (source)", "measured mean ± std", "delta", "status"]
+
+
+def render_project(project: str, root: Path = REPO_ROOT, runs: Path | None = None) -> str:
+    rows, blocks = project_rows(project, root, runs)
+    out = [f"## {project}", ""]
+    if not rows:
+        out.append("_no paper.yaml entries and no results yet_")
+    else:
+        out.append("| " + " | ".join(HEADER) + " |")
+        out.append("|" + "---|" * len(HEADER))
+        out.extend("| " + " | ".join(r) + " |" for r in rows)
+    for b in blocks:
+        out += ["", b]
+    return "\n".join(out) + "\n"
+
+
+def existing_projects(root: Path = REPO_ROOT) -> list[str]:
+    return [p for p in PROJECTS if (root / p).is_dir()]
+
+
+def write_summary(root: Path = REPO_ROOT, runs: Path | None = None) -> Path:
+    parts = ["# Results summary", "",
+             "Generated by `python -m common.compare --all`. Measured numbers on the embedded synthetic "
+             "sets are marked `not comparable`: they are not paper-benchmark results.", ""]
+    for p in existing_projects(root):
+        parts.append(render_project(p, root, runs))
+    path = root / "results" / "summary.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("project", nargs="?", help="project folder name")
+    ap.add_argument("--all", action="store_true", help="every project")
+    ap.add_argument("--runs", default=None, help="runs folder (default <repo>/runs)")
+    a = ap.parse_args(argv)
+    runs = Path(a.runs) if a.runs else None
+    if not a.all and not a.project:
+        ap.error("give a PROJECT or --all")
+    if a.project and not (REPO_ROOT / a.project).is_dir():
+        print(f"no project folder {a.project!r}; projects here: {existing_projects()}", file=sys.stderr)
+        return 2
+    projects = existing_projects() if a.all else [a.project]
+    for p in projects:
+        print(render_project(p, REPO_ROOT, runs))
+    path = write_summary(REPO_ROOT, runs)
+    print(f"(written {path.relative_to(REPO_ROOT)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
