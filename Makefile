@@ -46,6 +46,14 @@ compare: $(STAMP) ## print every project's measured-vs-paper table and write res
 clean: ## remove caches (keeps .venv, data/ and runs/)
 	find . -name __pycache__ -prune -exec rm -rf {} + ; rm -rf .pytest_cache .ruff_cache *.egg-info
 
+# ---- the shared temporal-sentence-grounding layer (common/tsg), used by five projects ----------
+TSG_SYNTH ?= data/tsg_synthetic
+data-tsg: $(STAMP) ## generate the default embedded grounding benchmark under data/tsg_synthetic
+	$(PY) -m common.tsg.synthetic --out $(TSG_SYNTH) --seed 0
+
+bench-tsg: $(STAMP) ## evaluator speed on 17,505 queries and HDF5 loader throughput
+	$(PY) -m common.tsg.bench
+
 # ---- per-project targets: `make <target>-<project>` runs `make <target>` in <project>/ -------
 # Project Makefiles receive PY (the venv's python); DATASET / DATA_ROOT / SEEDS pass through.
 define dispatch
