@@ -1,0 +1,82 @@
+"""A map-style dataset of (video clips, query words, normalised moment) for every TSG project."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from common.data import DataFormatError
+from common.tsg.features import FeatureStore, resample
+from common.tsg.records import Annotations
+from common.tsg.text import Vocab
+
+
+class TSGDataset(Dataset):
+    """Item ``i`` is query ``annotations.queries[i]``::
+
+        video      FloatTensor [num_clips, D]   (resampled, see features.resample)
+        video_mask BoolTensor  [num_clips]      (False on padding of videos shorter than num_clips)
+        words      LongTensor  [max_words]      (Vocab ids, PAD-padded)
+        word_mask  BoolTensor  [max_words]
+        start, end float tensors, fractions of the duration in [0, 1]
+        glance     float tensor, fraction of the duration, -1 when the record has none
+        duration   float tensor, seconds
+        query_id   long tensor (the annotation file's query_id)
+        vid        str
+
+    Every video is checked for features (one error listing the missing ones) at construction,
+    before any training starts.
+    """
+
+    def __init__(self, annotations: Annotations, features: FeatureStore, vocab: Vocab, num_clips: int,
+                 max_words: int, resample_mode: str = "mean", feature_dim: int | None = None):
+        if len(annotations.queries) == 0:
+            raise DataFormatError(f"{annotations.path}: no queries")
+        if resample_mode not in ("mean", "uniform"):
+            raise ValueError(f"resample_mode must be 'mean' or 'uniform', got {resample_mode!r}")
+        features.check(annotations.videos, feature_dim)
+        self.annotations = annotations
+        self.queries = annotations.queries
+        self.features = features
+        self.vocab = vocab
+        self.num_clips = int(num_clips)
+        self.max_words = int(max_words)
+        self.resample_mode = resample_mode
+        self.words = np.zeros((len(self.queries), self.max_words), dtype=np.int64)
+        self.nwords = np.zeros(len(self.queries), dtype=np.int64)
+        for i, q in enumerate(self.queries):
+            ids = vocab.encode(q.sentence, self.max_words)
+            self.words[i, : len(ids)] = ids
+            self.nwords[i] = len(ids)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, i: int) -> dict:
+        q = self.queries[i]
+        feats, mask = resample(self.features.get(q.vid), self.num_clips, self.resample_mode)
+        words = torch.from_numpy(self.words[i].copy())
+        glance = -1.0 if q.glance is None else min(max(q.glance / q.duration, 0.0), 1.0)
+        return {
+            "video": torch.from_numpy(feats),
+            "video_mask": torch.from_numpy(mask),
+            "words": words,
+            "word_mask": words != Vocab.PAD,
+            "start": torch.tensor(min(max(q.start / q.duration, 0.0), 1.0), dtype=torch.float32),
+            "end": torch.tensor(min(max(q.end / q.duration, 0.0), 1.0), dtype=torch.float32),
+            "glance": torch.tensor(glance, dtype=torch.float32),
+            "duration": torch.tensor(q.duration, dtype=torch.float32),
+            "query_id": torch.tensor(q.query_id, dtype=torch.long),
+            "vid": q.vid,
+        }
+
+
+def collate_tsg(items: list[dict]) -> dict:
+    """Stack every tensor field; ``vid`` becomes a list of str."""
+    if not items:
+        raise ValueError("collate_tsg: empty batch")
+    out = {}
+    for k, v in items[0].items():
+        out[k] = [it[k] for it in items] if isinstance(v, str) else torch.stack([it[k] for it in items])
+    return out
