@@ -59,26 +59,30 @@ def _pad(preds: Sequence, q: int, k_max: int | None) -> tuple[np.ndarray, np.nda
         bad = ~np.isfinite(a).all(axis=(1, 2)) | (a[..., 1] < a[..., 0]).any(axis=1)
         if not bad.any():
             return a, np.ones(a.shape[:2], dtype=bool)
-    lens = []
-    arrs = []
-    for i, p in enumerate(preds):
-        a = np.asarray(p, dtype=np.float64).reshape(-1, 2) if np.size(p) else np.zeros((0, 2))
-        if len(a) == 0:
-            raise DataFormatError(f"query {i}: no prediction")
-        if not np.isfinite(a).all():
-            raise DataFormatError(f"query {i}: non-finite prediction {a[~np.isfinite(a).all(1)][0].tolist()}")
-        if (a[:, 1] < a[:, 0]).any():
-            j = int(np.argmax(a[:, 1] < a[:, 0]))
-            raise DataFormatError(f"query {i}: prediction {j} has end < start: {a[j].tolist()}")
-        if k_max is not None:
-            a = a[:k_max]
-        arrs.append(a)
-        lens.append(len(a))
-    k = max(lens)
+    arrs = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in preds]
+    lens = np.fromiter((len(x) for x in arrs), dtype=np.int64, count=q)
+    if (lens == 0).any():
+        raise DataFormatError(f"query {int(np.argmax(lens == 0))}: no prediction")
+    cat = np.concatenate(arrs)
+    owner = np.repeat(np.arange(q), lens)
+    finite = np.isfinite(cat).all(axis=1)
+    if not finite.all():
+        j = int(np.argmax(~finite))
+        raise DataFormatError(f"query {owner[j]}: non-finite prediction {cat[j].tolist()}")
+    rev = cat[:, 1] < cat[:, 0]
+    if rev.any():
+        j = int(np.argmax(rev))
+        rank = j - int(np.concatenate([[0], np.cumsum(lens)])[owner[j]])
+        raise DataFormatError(f"query {owner[j]}: prediction {rank} has end < start: {cat[j].tolist()}")
+    col = np.arange(len(cat)) - np.repeat(np.cumsum(lens) - lens, lens)
+    if k_max is not None:
+        keep = col < k_max
+        cat, owner, col = cat[keep], owner[keep], col[keep]
+        lens = np.minimum(lens, k_max)
+    k = int(lens.max())
     out = np.full((q, k, 2), np.nan)
-    for i, a in enumerate(arrs):
-        out[i, : len(a)] = a
-    valid = np.arange(k)[None, :] < np.asarray(lens)[:, None]
+    out[owner, col] = cat
+    valid = np.arange(k)[None, :] < lens[:, None]
     return out, valid
 
 
@@ -104,6 +108,8 @@ def nms_topk(p: np.ndarray, valid: np.ndarray, thresh: float, keep: int = 5) -> 
         kept[idx, nkept[take]] = cand[take]
         kvalid[idx, nkept[take]] = True
         nkept += take
+        if (nkept >= keep).all():
+            break
     return kept, kvalid
 
 

@@ -31,8 +31,9 @@ Bad-record policy (documented, nothing dropped silently):
   ``Annotations.skipped`` and each reason is logged (logger ``common.tsg``) with file and line.
 
 Known bad records in the public files: ActivityNet ``train.json`` has 4 (two zero-length, two
-reversed), the ViGA glance ``charades_sta_train.txt`` has 2 (``AKKWU 13.0 38.0`` on a 12.17 s
-video). Read them with ``on_bad_record="skip"``.
+reversed), the ViGA glance ``charades_sta_train.txt`` has 3 moments that start after their
+video ends (lines 8252, 9623, 9624, e.g. ``AKKWU 13.0 38.0`` on a 12.17 s video; the plain file
+has other times on those lines). Read them with ``on_bad_record="skip"``.
 """
 
 from __future__ import annotations

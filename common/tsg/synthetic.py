@@ -35,7 +35,8 @@ video, a few minutes of small-model training on 2 CPU cores):
 * ``zipf``: concept frequency ~ 1 / rank^zipf (0 = uniform; larger = longer tail of rare concepts).
 * ``short_frac``: probability that a moment is short (``short_len_s`` seconds, about one to a few
   feature frames), i.e. short against the clip sampling (boundary bias).
-* ``distractors``: unqueried events per video; ``hard_negative``: concept sharing between events.
+* ``distractors``: unqueried events per video (when all events would cover > 80 % of a video,
+  their lengths are scaled down to fit); ``hard_negative``: concept sharing between events.
 * ``noise``: feature noise std (signal per dim is ~1).
 """
 
@@ -166,6 +167,8 @@ def _video(world: _World, rng: np.random.Generator, bias: float, center: float):
                 lengths.append(min(k.short_len_s, dur / 4))
             else:
                 lengths.append(float(rng.uniform(k.moment_min, k.moment_max)) * dur)
+        if sum(lengths) > 0.8 * dur:  # many events: shrink the moments so that they fit
+            lengths = [ln * 0.8 * dur / sum(lengths) for ln in lengths]
         first = None
         if rng.random() < bias:
             first = float(np.clip(rng.normal(center, 0.03), 0.0, 1.0)) * dur

@@ -1,0 +1,89 @@
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from common.data import DataFormatError, DatasetNotFoundError
+from common.tsg.features import FeatureStore, MissingVideoError, resample
+
+
+@pytest.fixture
+def h5(tmp_path):
+    p = tmp_path / "f.h5"
+    with h5py.File(p, "w") as f:
+        f["A"] = np.arange(12, dtype=np.float64).reshape(6, 2)
+        f.create_group("v_b")["c3d_features"] = np.ones((3, 2), np.float32)  # official ANet layout
+        f["bad"] = np.array([[1.0, np.nan]], np.float32)
+        f["flat"] = np.ones(4, np.float32)
+    return p
+
+
+def test_h5_store(h5):
+    fs = FeatureStore(h5)
+    assert "A" in fs and "nope" not in fs and len(fs) == 4 and fs.dim == 2
+    x = fs.get("A")
+    assert x.dtype == np.float32 and x.shape == (6, 2) and x[5, 1] == 11
+    np.testing.assert_array_equal(fs.get("v_b"), np.ones((3, 2)))
+    with pytest.raises(DataFormatError, match="'bad': 1 clip"):
+        fs.get("bad")
+    with pytest.raises(DataFormatError, match=r"'flat': features have shape \(4,\)"):
+        fs.get("flat")
+    with pytest.raises(MissingVideoError, match="no features for video 'nope'"):
+        fs.get("nope")
+
+
+def test_check_lists_missing_videos_and_dim(h5):
+    fs = FeatureStore(h5)
+    fs.check(["A", "v_b"])
+    with pytest.raises(MissingVideoError) as e:
+        fs.check(["A", "x2", "x1", "x1"])
+    assert str(h5) in str(e.value) and "2 video(s): x1, x2" in str(e.value)
+    with pytest.raises(DataFormatError, match="2-d but the config says 1024-d"):
+        fs.check(["A"], dim=1024)
+
+
+def test_handle_is_reopened_after_pickling(h5):
+    fs = FeatureStore(h5)
+    fs.get("A")
+    clone = pickle.loads(pickle.dumps(fs))  # what a DataLoader worker receives
+    assert clone._h5 is None
+    np.testing.assert_array_equal(clone.get("A"), fs.get("A"))
+
+
+def test_npy_folder(tmp_path):
+    np.save(tmp_path / "vid1.npy", np.zeros((5, 3), np.float16))
+    fs = FeatureStore(tmp_path)
+    assert fs.get("vid1").dtype == np.float32 and fs.dim == 3 and "vid2" not in fs
+    with pytest.raises(DatasetNotFoundError):
+        FeatureStore(tmp_path / "nothing.h5")
+
+
+def test_resample_mean_exact():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    out, mask = resample(x, 4)
+    # bin edges round(linspace(0, 10, 5)) = [0, 2, 5, 8, 10]
+    np.testing.assert_allclose(out[:, 0], [0.5, 3.0, 6.0, 8.5])
+    assert mask.all()
+    out, _ = resample(x, 10)
+    np.testing.assert_array_equal(out, x)
+
+
+def test_resample_uniform_and_short_videos():
+    x = np.arange(10, dtype=np.float32)[:, None]
+    out, mask = resample(x, 4, "uniform")  # round(linspace(0, 9, 4)) = [0, 3, 6, 9]
+    np.testing.assert_array_equal(out[:, 0], [0, 3, 6, 9])
+    for mode in ("mean", "uniform"):
+        out, mask = resample(x[:3], 5, mode)
+        np.testing.assert_array_equal(out[:, 0], [0, 1, 2, 0, 0])
+        np.testing.assert_array_equal(mask, [True, True, True, False, False])
+    with pytest.raises(ValueError, match="mode"):
+        resample(x, 4, "max")
+
+
+def test_resample_mean_preserves_the_average():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((97, 8)).astype(np.float32)
+    out, _ = resample(x, 16)
+    edges = np.round(np.linspace(0, 97, 17)).astype(int)
+    np.testing.assert_allclose((out * np.diff(edges)[:, None]).sum(0) / 97, x.mean(0), atol=1e-5)
