@@ -1,0 +1,5 @@
+import sys
+
+from migperf.cli import main
+
+sys.exit(main())

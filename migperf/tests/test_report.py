@@ -1,0 +1,122 @@
+import csv
+import json
+
+import pytest
+
+from common.compare import render_project
+from migperf.report import ReportError, load_records, markdown, ratios, rows, sharing, write_report, write_results_json
+
+N = 0
+
+
+def rec(model, bs, profile, thr, mode="inference", gpu="NVIDIA A100-SXM4-80GB", devices=None, device="MIG-x",
+        repeat=0, status="ok", experiment="e", energy=None):
+    global N
+    N += 1
+    lat = bs / thr * 1000 if thr else 0.0
+    spec = {"experiment": experiment, "model": model, "mode": mode, "batch_size": bs, "seq_len": None,
+            "device": device, "amp": False, "repeat": repeat, "cell": N}
+    if devices:
+        spec["concurrent_devices"] = devices
+    r = {"schema": "migperf.cell/1", "spec": spec, "status": status, "profile": profile, "env": {"gpu_name": gpu}}
+    if status == "ok":
+        r["result"] = {"throughput_sps": thr, "iterations": 100, "stop_reason": "stable",
+                       "percentile_method": "nearest-rank",
+                       "latency": {f"{q}_ms": lat for q in ("mean", "p50", "p90", "p95", "p99")}}
+        if energy is not None:
+            r["result"].update(energy_per_sample_j=energy, energy_scope="whole-board")
+    else:
+        r["error"] = "exit 1: CUDA out of memory"
+    return r
+
+
+def _write(tmp_path, recs, name="r.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return p
+
+
+REPO = [rec("resnet50", 1, "7g.80gb", 192.0), rec("resnet50", 1, "1g.10gb", 127.0),
+        rec("resnet50", 256, "7g.80gb", 3070.0), rec("resnet50", 256, "1g.10gb", 420.0)]
+
+
+def test_a100_ratio_from_isolated_cells_matches_repo_data_derivation():
+    rt = {x["metric"]: x for x in ratios(REPO)}
+    assert rt["resnet50_inference_ratio_7x1g_over_7g_bs1"]["value"] == pytest.approx(7 * 127 / 192)
+    assert rt["resnet50_inference_ratio_7x1g_over_7g_bs256"]["value"] == pytest.approx(7 * 420 / 3070)
+    assert rt["resnet50_inference_ratio_7x1g_over_7g_bs1"]["how"] == "7 × isolated 1g.10gb"
+    # other hardware with the same profile names is not the paper's A100-80GB
+    h = [dict(r, env={"gpu_name": "NVIDIA H100 80GB HBM3"}) for r in REPO]
+    assert ratios(h) == []
+
+
+def test_concurrent_cells_are_summed_and_preferred():
+    devs = [f"MIG-{k}" for k in range(7)]
+    con = [rec("resnet50", 1, "1g.10gb", 100.0 + k, devices=devs, device=devs[k], experiment="c") for k in range(7)]
+    sh = sharing(con)
+    assert len(sh) == 1 and sh[0]["instances"] == 7 and sh[0]["total_sps"] == pytest.approx(721.0)
+    rt = {x["metric"]: x for x in ratios(REPO + con)}
+    assert rt["resnet50_inference_ratio_7x1g_over_7g_bs1"]["value"] == pytest.approx(721.0 / 192)
+    assert rt["resnet50_inference_ratio_7x1g_over_7g_bs1"]["how"] == "7 concurrent 1g.10gb"
+
+
+def test_cpu_analogue_ratio_mean_std_over_repeats():
+    recs = []
+    for rep, (a, b, whole) in enumerate([(10, 12, 20), (11, 11, 20), (12, 12, 20)]):
+        recs += [rec("resnet18", 1, "cpu-1core", a, devices=["cpu:0", "cpu:1"], device="cpu:0", repeat=rep, gpu=None),
+                 rec("resnet18", 1, "cpu-1core", b, devices=["cpu:0", "cpu:1"], device="cpu:1", repeat=rep, gpu=None),
+                 rec("resnet18", 1, "cpu-2core", whole, device="cpu:0-1", repeat=rep, gpu=None)]
+    rt = ratios(recs)
+    assert len(rt) == 1 and rt[0]["metric"] == "resnet18_inference_ratio_2x1core_over_2core_bs1"
+    # concurrent totals 22, 22, 24 over a 2-core throughput of 20
+    assert rt[0]["value"] == pytest.approx(68 / 3 / 20) and rt[0]["n"] == 3
+    assert rt[0]["std"] == pytest.approx((4 / 3) ** 0.5 / 20)
+
+
+def test_rows_aggregate_repeats_and_keep_failures(tmp_path):
+    recs = [rec("resnet50", 64, "whole-gpu", 100.0, repeat=0), rec("resnet50", 64, "whole-gpu", 110.0, repeat=1),
+            rec("resnet50", 128, "1g.10gb", 0, status="oom")]
+    rs = rows(recs)
+    assert rs[0]["n"] == 0 and rs[0]["status"] == "oom"
+    assert rs[1]["throughput_sps"] == pytest.approx(105.0) and rs[1]["throughput_std"] == pytest.approx(7.0710678)
+    md = markdown(recs)
+    assert "1 cell(s) did not complete" in md and "oom" in md
+    out = write_report([_write(tmp_path, recs)], tmp_path / "rep", plot=False)
+    with open(tmp_path / "rep" / "report.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["status"] for r in table] == ["oom", "ok"] and float(table[1]["throughput_sps"]) == pytest.approx(105.0)
+    assert out["pngs"] == []
+
+
+def test_plots_written(tmp_path):
+    recs = REPO + [rec("resnet50", 8, "7g.80gb", 900.0, energy=0.5), rec("resnet50", 8, "1g.10gb", 300.0, energy=1.2)]
+    out = write_report([_write(tmp_path, recs)], tmp_path / "rep")
+    names = sorted(p.name for p in out["pngs"])
+    assert names == ["energy_per_sample.png", "resnet50_inference_vs_batch.png"]
+    assert all(p.stat().st_size > 1000 for p in out["pngs"])
+
+
+def test_malformed_input_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(REPO[0]) + "\n{not json\n")
+    with pytest.raises(ReportError, match=r"bad.jsonl:2: not a JSON record"):
+        load_records([p])
+    p.write_text('{"schema": "other"}\n')
+    with pytest.raises(ReportError, match=r"bad.jsonl:1: not a migperf cell record"):
+        load_records([p])
+    with pytest.raises(ReportError, match="results file not found"):
+        load_records([tmp_path / "none.jsonl"])
+
+
+def test_results_json_meets_paper_yaml(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import common.compare as cc
+    runs = tmp_path / "runs"
+    d = runs / "migperf" / "mig" / "x-s0"
+    d.mkdir(parents=True)
+    paths = write_results_json(REPO, d, "mig", 0, 1.0)
+    assert [p.parent.name for p in paths] == ["x-s0", "a100_80gb"]
+    table = render_project("migperf", Path(cc.REPO_ROOT), runs)
+    line = next(ln for ln in table.splitlines() if "ratio_7x1g_over_7g_bs1 " in ln)
+    assert "reproduced" in line and "4.63" in line

@@ -1,0 +1,82 @@
+import pytest
+
+from migperf.runner import cell_env
+from migperf.spec import SpecError, expand, load_spec, parse_cpu_device, validate_spec
+
+BASE = {"name": "t", "experiments": [{"workloads": ["resnet18"], "devices": ["cpu"], "batch_sizes": [1],
+                                      "modes": ["inference"]}]}
+
+
+def _spec(**exp):
+    d = {"name": "t", "experiments": [{**BASE["experiments"][0], **exp}]}
+    return validate_spec(d, "s.yaml")
+
+
+def test_matrix_expansion_and_defaults():
+    s = validate_spec({"name": "m", "seed": 5, "defaults": {"image_size": 32, "stop": {"min_iters": 3}},
+                       "experiments": [{"workloads": ["resnet18", {"model": "distilbert", "warmup_iters": 1}],
+                                        "devices": ["cpu:0", "cpu:1"], "batch_sizes": [1, 4], "seq_lens": [16, 32],
+                                        "modes": ["train", {"open_loop": {"rates": [5, 10]}}], "repeats": 2}]})
+    groups = expand(s)
+    cells = [c for g in groups for c in g]
+    # repeats × (resnet: 1 seq + distilbert: 2 seqs) × bs × modes × devices
+    assert len(cells) == 2 * 3 * 2 * 2 * 2 and all(len(g) == 1 for g in groups)
+    assert [c["cell"] for c in cells] == list(range(len(cells)))
+    r = next(c for c in cells if c["model"] == "resnet18")
+    assert r["seq_len"] is None and r["image_size"] == 32 and r["stop"] == {"min_iters": 3} and r["seed"] == 5
+    d = [c for c in cells if c["model"] == "distilbert"]
+    assert {c["seq_len"] for c in d} == {16, 32} and {c["warmup_iters"] for c in d} == {1}
+    ol = next(c for c in cells if c["mode"] == "open_loop")
+    assert ol["open_loop"]["rates"] == [5.0, 10.0] and ol["open_loop"]["duration_s"] == 10.0
+    assert {c["seed"] for c in cells} == {5, 6}
+
+
+def test_concurrent_groups_and_mig_all():
+    s = _spec(devices=["mig:all"], batch_sizes=[1, 8], concurrent=True)
+    with pytest.raises(SpecError, match="'mig:all' but no MIG devices"):
+        expand(s, [])
+    groups = expand(s, ["MIG-a", "MIG-b", "MIG-c"])
+    assert [[c["device"] for c in g] for g in groups] == [["MIG-a", "MIG-b", "MIG-c"]] * 2
+    assert groups[0][0]["concurrent_devices"] == ["MIG-a", "MIG-b", "MIG-c"]
+
+
+@pytest.mark.parametrize("exp,msg", [
+    ({"workloads": ["resnet1000"]}, r"experiments\[0\].workloads\[0\]: unknown model 'resnet1000'"),
+    ({"batch_sizes": [0]}, r"experiments\[0\].batch_sizes\[0\] must be a positive integer"),
+    ({"modes": ["serve"]}, r"experiments\[0\].modes\[0\] must be 'train', 'inference'"),
+    ({"modes": [{"open_loop": {"rates": []}}]}, "open_loop.rates must be a non-empty list"),
+    ({"modes": [{"open_loop": {"rates": [1], "qps": 3}}]}, r"unknown keys \['qps'\]"),
+    ({"devices": ["cpu:a"]}, r"experiments\[0\].devices\[0\]"),
+    ({"stop": {"min_iters": 0}}, r"experiments\[0\].stop: stop rule needs"),
+    ({"amp": "yes"}, r"experiments\[0\].amp = 'yes' has the wrong type"),
+    ({"batchsize": [1]}, r"unknown keys \['batchsize'\]"),
+    ({"seq_lens": [1024]}, r"seq_lens\[0\] must be an integer in 1..512"),
+])
+def test_bad_specs_name_file_and_field(exp, msg):
+    with pytest.raises(SpecError, match="s.yaml: (.*)?" + msg):
+        _spec(**exp)
+
+
+def test_load_spec_errors(tmp_path):
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "none.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("experiments: [\n")
+    with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
+        load_spec(p)
+
+
+def test_shipped_specs_validate():
+    from pathlib import Path
+    for p in sorted((Path(__file__).parents[1] / "specs").glob("*.yaml")):
+        s = load_spec(p)
+        assert expand(s, ["MIG-x"]), p
+
+
+def test_cpu_devices_and_env():
+    assert parse_cpu_device("cpu") is None and parse_cpu_device("cpu:0-2,5") == [0, 1, 2, 5]
+    base = {"PATH": "/bin"}
+    assert cell_env({"device": "cpu:0"}, base)["CUDA_VISIBLE_DEVICES"] == ""
+    assert cell_env({"device": "MIG-abc"}, base)["CUDA_VISIBLE_DEVICES"] == "MIG-abc"
+    e = cell_env({"device": "cuda:2"}, base)
+    assert e["CUDA_VISIBLE_DEVICES"] == "2" and e["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"

@@ -1,0 +1,143 @@
+"""Benchmark workloads on synthetic inputs (nothing is downloaded).
+
+CV: torchvision ResNet-18/50, MobileNetV2, ViT-B/16 (random init, ``weights=None``).
+NLP: a BERT-base-shaped and a DistilBERT-shaped encoder built here from ``nn.TransformerEncoder``
+(12 / 6 layers, hidden 768, 12 heads, FFN 3072, vocab 30522, 512 positions). Without the 2-class
+head BERT-base has 109,482,240 parameters (``bert-base-uncased``); DistilBERT with its head has
+66,955,010 (``DistilBertForSequenceClassification``).
+
+Training: SGD (momentum 0.9, wd 1e-4) for CV and AdamW (wd 0.01) for NLP, as the original tool;
+CrossEntropy loss. Inference: ``model.eval()`` and ``torch.inference_mode()`` (the original timed
+inference in train mode with autograd on). Optional bf16 autocast (``amp``) and channels-last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.runtime import autocast, make_grad_scaler
+
+CV_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "vit_b_16")  # torchvision.models builders
+NLP_MODELS = {"bert_base": 12, "distilbert": 6}
+MODELS = (*CV_MODELS, *NLP_MODELS)
+
+
+class EncoderClassifier(nn.Module):
+    """BERT-shaped encoder: token + position + segment embeddings, LayerNorm, post-norm GELU
+    Transformer layers, a tanh pooler on the first token (BERT) and a linear classifier."""
+
+    def __init__(self, layers: int, hidden: int = 768, heads: int = 12, ffn: int = 3072, vocab: int = 30522,
+                 max_pos: int = 512, num_classes: int = 2, pooler: bool = True, dropout: float = 0.1):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, hidden)
+        self.pos = nn.Embedding(max_pos, hidden)
+        self.seg = nn.Embedding(2, hidden) if pooler else None  # DistilBERT drops token types
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.drop = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(hidden, heads, ffn, dropout, activation="gelu", batch_first=True,
+                                           layer_norm_eps=1e-12)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.pool = nn.Linear(hidden, hidden)
+        self.pool_act = nn.Tanh() if pooler else nn.ReLU()  # DistilBERT: pre_classifier + ReLU
+        self.head = nn.Linear(hidden, num_classes)
+        self.max_pos = max_pos
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.shape[1] > self.max_pos:
+            raise ValueError(f"sequence length {ids.shape[1]} > {self.max_pos} positions")
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        x = self.tok(ids) + self.pos(pos)[None]
+        if self.seg is not None:
+            x = x + self.seg.weight[0]
+        x = self.encoder(self.drop(self.norm(x)))
+        return self.head(self.drop(self.pool_act(self.pool(x[:, 0]))))
+
+
+def build_model(name: str, num_classes: int | None = None, image_size: int = 224) -> nn.Module:
+    if name in CV_MODELS:
+        import torchvision  # imported only for CV cells: it costs seconds per cell process
+
+        kw = {"weights": None, "num_classes": num_classes or 1000}
+        if name == "vit_b_16":
+            kw["image_size"] = image_size
+        return getattr(torchvision.models, name)(**kw)
+    if name in NLP_MODELS:
+        return EncoderClassifier(NLP_MODELS[name], num_classes=num_classes or 2, pooler=name == "bert_base")
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+
+
+def is_nlp(name: str) -> bool:
+    return name in NLP_MODELS
+
+
+@dataclass
+class Workload:
+    step: Callable[[], object]
+    model: nn.Module
+    inputs: torch.Tensor
+    last_loss: Callable[[], float | None]
+    params: int
+
+
+def make_workload(model: str, batch: int, mode: str, device: torch.device, *, seq_len: int = 64,
+                  image_size: int = 224, num_classes: int | None = None, amp: bool = False,
+                  channels_last: bool = False, optimizer: str | None = None, lr: float | None = None,
+                  seed: int = 0) -> Workload:
+    """A ``step()`` closure for one iteration of ``mode`` ("train" or "inference") on a fixed
+    synthetic batch that lives on ``device`` (input generation and H2D copies are not timed)."""
+    if mode not in ("train", "inference"):
+        raise ValueError(f"mode must be 'train' or 'inference', got {mode!r}")
+    if batch < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch}")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = build_model(model, num_classes, image_size).to(device)
+    n_cls = net.head.out_features if is_nlp(model) else (num_classes or 1000)
+    if is_nlp(model):
+        x = torch.randint(0, 30522, (batch, seq_len), generator=g).to(device)
+    else:
+        x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, n_cls, (batch,), generator=g).to(device)
+    params = sum(p.numel() for p in net.parameters())
+    state: dict = {"loss": None}
+
+    if mode == "inference":
+        net.eval()
+
+        def step():
+            with torch.inference_mode(), autocast(device, amp):
+                return net(x)
+        return Workload(step, net, x, lambda: None, params)
+
+    net.train()
+    opt_name = optimizer or ("adamw" if is_nlp(model) else "sgd")
+    if opt_name == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr or 0.01, momentum=0.9, weight_decay=1e-4)
+    elif opt_name == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=lr or 1e-4, weight_decay=0.01)
+    else:
+        raise ValueError(f"optimizer must be sgd or adamw, got {opt_name!r}")
+    scaler = make_grad_scaler(device, amp)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            loss = F.cross_entropy(net(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        state["loss"] = loss.detach()
+        return loss
+
+    def last_loss():
+        return None if state["loss"] is None else float(state["loss"])
+
+    return Workload(step, net, x, last_loss, params)
