@@ -91,13 +91,23 @@ def cmd_run(a) -> int:
         for g in groups:
             print(" + ".join(f"[{c['cell']}] {c['model']} {c['mode']} bs={c['batch_size']} on {c['device']}" for c in g))
         return 0
-    run_dir = Path(a.run_dir) if a.run_dir else new_run_dir("migperf", spec["name"], spec["seed"], a.runs_root)
+    if a.resume:
+        run_dir = Path(a.resume)
+        if not (run_dir / "results.jsonl").is_file() and not a.out:
+            print(f"run: --resume {run_dir}: no results.jsonl there", file=sys.stderr)
+            return 2
+    else:
+        run_dir = Path(a.run_dir) if a.run_dir else new_run_dir("migperf", spec["name"], spec["seed"], a.runs_root)
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(a.spec, run_dir / "spec.yaml")
+    if not a.resume:
+        shutil.copy(a.spec, run_dir / "spec.yaml")
     (run_dir / "env.json").write_text(json.dumps(environment("parent"), indent=2) + "\n")
     out = Path(a.out) if a.out else run_dir / "results.jsonl"
     t0 = time.time()
-    recs = run_spec(spec, out, uuids, timeout_s=a.cell_timeout_s)
+    recs = run_spec(spec, out, uuids, timeout_s=a.cell_timeout_s, resume=bool(a.resume))
+    if a.resume:
+        from migperf.report import latest_per_cell
+        recs = latest_per_cell([json.loads(line) for line in out.read_text().splitlines() if line.strip()])
     print(f"{len(recs)} records ({sum(r['status'] == 'ok' for r in recs)} ok) in {time.time() - t0:.1f} s → {out}")
     if a.report:
         return _report([out], run_dir / "report", run_dir, spec["name"], spec["seed"], time.time() - t0)
@@ -122,6 +132,17 @@ def _report(paths, out: Path, results_dir: Path | None, config: str | None, seed
 
 
 def cmd_report(a) -> int:
+    if a.latest:
+        from common.run import runs_root
+
+        found = sorted((runs_root() / "migperf").glob("*/*/results.jsonl"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            print(f"report: no results.jsonl under {runs_root() / 'migperf'}", file=sys.stderr)
+            return 2
+        a.results = [str(found[-1])]
+    if not a.results:
+        print("report: give RESULTS.jsonl files or --latest", file=sys.stderr)
+        return 2
     out = Path(a.out) if a.out else Path(a.results[0]).parent / "report"
     rd = Path(a.results_dir) if a.results_dir else None
     return _report(a.results, out, rd, a.config, a.seed, 0.0, plot=not a.no_plots)
@@ -174,11 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", default=None)
     p.add_argument("--report", action="store_true", help="then write the report and results.json into the run dir")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run: skip cells already recorded ok in RUN_DIR/results.jsonl")
     p.add_argument("--cell-timeout-s", type=float, default=None)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("report", help="tables and plots from results.jsonl files")
-    p.add_argument("results", nargs="+")
+    p.add_argument("results", nargs="*")
+    p.add_argument("--latest", action="store_true", help="the newest runs/migperf/*/*/results.jsonl")
     p.add_argument("--out", default=None, help="folder (default: beside the first file, report/)")
     p.add_argument("--results-dir", default=None, help="also write results.json(s) for common.compare here")
     p.add_argument("--config", default=None)

@@ -39,7 +39,15 @@ def load_records(paths) -> list[dict]:
                 raise ReportError(f"{p}:{n}: not a migperf cell record (schema {r.get('schema')!r})")
             r["_file"] = str(p)
             recs.append(r)
-    return recs
+    return latest_per_cell(recs)
+
+
+def latest_per_cell(recs: list[dict]) -> list[dict]:
+    """A resumed run appends a new record for a cell that failed before: keep the last one."""
+    last: dict = {}
+    for r in recs:
+        last[(r.get("_file"), r["spec"].get("cell"), r["spec"].get("device"))] = r
+    return list(last.values())
 
 
 def _key(r: dict) -> tuple:

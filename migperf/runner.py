@@ -203,11 +203,27 @@ def summary_line(rec: dict) -> str:
             f"({r['iterations']} iters, {r['stop_reason']})")
 
 
+def pending_groups(groups: list[list[dict]], out: Path) -> list[list[dict]]:
+    """Groups not yet completed in ``out`` (``run --resume``): a group is done when every one of
+    its cells has an ``ok`` record whose spec equals the cell's. Concurrent groups rerun whole,
+    since their numbers depend on running together."""
+    done = {}
+    if out.is_file():
+        for line in out.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r.get("status") == "ok":
+                    done[r["spec"]["cell"]] = r["spec"]
+    return [g for g in groups if not all(done.get(c["cell"]) == c for c in g)]
+
+
 def run_spec(spec: dict, out: Path, mig_uuids: list[str] | None = None, timeout_s: float | None = None,
-             log=print) -> list[dict]:
+             log=print, resume: bool = False) -> list[dict]:
     groups = expand(spec, mig_uuids)
-    log(f"{sum(len(g) for g in groups)} cells in {len(groups)} group(s) → {out}")
+    todo = pending_groups(groups, out) if resume else groups
+    log(f"{sum(len(g) for g in groups)} cells in {len(groups)} group(s) → {out}"
+        + (f"; resuming: {len(groups) - len(todo)} group(s) already done" if resume else ""))
     recs = []
-    for g in groups:
+    for g in todo:
         recs += run_group(g, out, timeout_s=timeout_s, log=log)
     return recs

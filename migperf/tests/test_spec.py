@@ -80,3 +80,19 @@ def test_cpu_devices_and_env():
     assert cell_env({"device": "MIG-abc"}, base)["CUDA_VISIBLE_DEVICES"] == "MIG-abc"
     e = cell_env({"device": "cuda:2"}, base)
     assert e["CUDA_VISIBLE_DEVICES"] == "2" and e["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+def test_resume_skips_completed_groups(tmp_path):
+    import json
+
+    from migperf.runner import pending_groups
+    s = _spec(devices=["cpu:0", "cpu:1"], batch_sizes=[1, 2, 4], concurrent=True)
+    groups = expand(s)
+    out = tmp_path / "results.jsonl"
+    assert pending_groups(groups, out) == groups
+    recs = [{"spec": c, "status": "ok"} for c in groups[0]]
+    recs += [{"spec": groups[1][0], "status": "ok"}, {"spec": groups[1][1], "status": "failed"}]
+    changed = dict(groups[2][0], batch_size=99)  # a record from a different spec does not count
+    recs += [{"spec": changed, "status": "ok"}, {"spec": groups[2][1], "status": "ok"}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert pending_groups(groups, out) == groups[1:]
