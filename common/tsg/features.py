@@ -113,6 +113,22 @@ class FeatureStore:
             self._dim = int(self._raw(keys[0]).shape[-1])
         return self._dim
 
+    def durations(self, vids: Iterable[str], seconds_per_frame: float) -> dict[str, float]:
+        """``{vid: T * seconds_per_frame}``: video durations from the feature length, for
+        Charades-STA without ``charades.json`` (pass the result as ``read_annotations(durations=)``).
+        ``seconds_per_frame`` is the feature extractor's stride (e.g. I3D at 24 fps, stride 24 -> 1.0)."""
+        vids = list(dict.fromkeys(vids))
+        self.check(vids)
+        out = {}
+        for v in vids:
+            if self.kind == "h5":
+                item = self._file()[v]
+                shape = item.shape if hasattr(item, "shape") else next(iter(item.values())).shape
+            else:
+                shape = np.load(self.path / f"{v}.npy", mmap_mode="r").shape
+            out[v] = float(shape[0]) * float(seconds_per_frame)
+        return out
+
     def check(self, vids: Iterable[str], dim: int | None = None) -> None:
         """Raise :class:`MissingVideoError` listing every video of ``vids`` without features (before
         training starts), and :class:`DataFormatError` when ``dim`` is given and differs."""

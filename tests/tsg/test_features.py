@@ -51,6 +51,14 @@ def test_handle_is_reopened_after_pickling(h5):
     np.testing.assert_array_equal(clone.get("A"), fs.get("A"))
 
 
+def test_durations_from_feature_length(h5, tmp_path):
+    assert FeatureStore(h5).durations(["A", "v_b", "A"], 0.5) == {"A": 3.0, "v_b": 1.5}
+    np.save(tmp_path / "vid1.npy", np.zeros((5, 3), np.float32))
+    assert FeatureStore(tmp_path).durations(["vid1"], 1.0) == {"vid1": 5.0}
+    with pytest.raises(MissingVideoError):
+        FeatureStore(h5).durations(["zz"], 1.0)
+
+
 def test_npy_folder(tmp_path):
     np.save(tmp_path / "vid1.npy", np.zeros((5, 3), np.float16))
     fs = FeatureStore(tmp_path)
