@@ -206,3 +206,48 @@ def decode(out: dict[str, torch.Tensor], video_mask: torch.Tensor, k: int = 5, n
         spans = np.stack([i / nv, (j + 1) / nv], -1).clip(0.0, 1.0)
         res.append(temporal_nms(spans, vals[ok], nms, k))
     return res
+
+
+# --------------------------------------------------------------------------- the full training module
+
+class ECRL(nn.Module):
+    """The grounding network plus (optionally) the self-refine module, with the whole ECRL
+    objective in ``forward`` so that one DDP forward covers both videos:
+
+        L = L_ground(original) + w_aug * L_ground(augmented, transformed labels)
+            + w_sscl * SSCL(original, augmented) + w_refine * L_refine
+
+    ``aug`` is ``None`` for the plain grounding model (the "without augmentation + SSCL" ablation)."""
+
+    def __init__(self, net: ECRLNet, refine: nn.Module | None = None):
+        super().__init__()
+        self.net = net
+        self.refine = refine
+
+    def forward(self, batch: dict, aug: dict | None = None, *, weights: dict, label_sigma: float = 1.0,
+                sscl_sigma: float = 0.05, sscl_kappa: float = 0.1, sscl_foreground_only: bool = False,
+                refine_p_drop: float = 0.15, refine_smooth: float = 0.1,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        from ecrl.losses import grounding_loss, sscl_loss
+        from ecrl.refine import refine_loss
+
+        vm, wm = batch["video_mask"], batch["word_mask"]
+        out = self.net(batch["video"], vm, batch["words"], wm)
+        parts = {"ground": grounding_loss(out, batch["start"], batch["end"], vm, label_sigma, weights["inside"])}
+        if aug is not None:
+            xa = aug["video"]
+            if self.refine is not None:
+                xa = self.refine(xa, vm, aug["splice"], aug["dropped"])
+                parts["refine"] = refine_loss(self.refine, batch["video"], xa, vm, vm, aug["splice"],
+                                              refine_p_drop, refine_smooth, generator)
+            out_a = self.net(xa, vm, batch["words"], wm)
+            parts["ground_aug"] = grounding_loss(out_a, aug["start"], aug["end"], vm, label_sigma, weights["inside"])
+            if weights["sscl"] > 0:
+                rows = aug["fg_rows"] if sscl_foreground_only else None
+                parts["sscl"] = sscl_loss(out["hidden"], vm, out_a["hidden"], aug["tau"], sscl_sigma, sscl_kappa, rows)
+        total = parts["ground"]
+        for k, wk in (("ground_aug", "aug"), ("sscl", "sscl"), ("refine", "refine")):
+            if k in parts:
+                total = total + weights[wk] * parts[k]
+        parts["loss"] = total
+        return parts

@@ -218,7 +218,7 @@ def test_refine_losses():
     first = None
     for _ in range(60):
         loss = inpaint_loss(r, video, mask, 0.3, g)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
