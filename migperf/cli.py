@@ -157,7 +157,8 @@ def cmd_cell(a) -> int:
     try:
         rec = run_cell(cell)
     except torch.cuda.OutOfMemoryError as e:
-        rec = {"schema": "migperf.cell/1", "spec": cell, "status": "oom", "error": str(e)[:500], "started": time.time()}
+        spec = {k: v for k, v in cell.items() if k != "barrier"}
+        rec = {"schema": "migperf.cell/1", "spec": spec, "status": "oom", "error": str(e)[:500], "started": time.time()}
     Path(a.cell_out).write_text(json.dumps(rec))
     return 0
 

@@ -8,7 +8,9 @@ cell gets a record saying so (with its stderr tail), so nothing disappears from 
 
 The child (:func:`run_cell`) pins CPU cores if asked, builds the workload, runs the warm-up,
 starts the metric sampler, measures (closed loop, or open loop at each arrival rate), stops the
-sampler and writes its record.
+sampler and writes its record. Cells of a concurrent group wait for each other after warm-up
+(start barrier) and keep running their workload untimed until the whole group has finished
+measuring, so every measured window is under the group's full contention.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def run_cell(cell: dict) -> dict:
     if gpu and not torch.cuda.is_available():
         raise RuntimeError(f"cell {cell['cell']}: device {cell['device']} requested but CUDA is not available")
     device = torch.device("cuda:0" if gpu else "cpu")
-    rec: dict = {"schema": SCHEMA, "spec": cell, "status": "ok", "started": t_begin}
+    spec = {k: v for k, v in cell.items() if k != "barrier"}  # the barrier is per-run plumbing
+    rec: dict = {"schema": SCHEMA, "spec": spec, "status": "ok", "started": t_begin}
     env = environment(device)
     env.update({"torch": torch.__version__, "cuda_runtime": torch.version.cuda, "cpu_cores_pinned": cores,
                 "torch_threads": torch.get_num_threads()})
@@ -99,6 +102,9 @@ def run_cell(cell: dict) -> dict:
     sync()
     sampler = (nvml.gpu_sampler(nv, cell["device"], cell["sample_interval_s"]) if nv is not None
                else nvml.cpu_sampler(cell["sample_interval_s"]))
+    if cell.get("barrier"):
+        rec["barrier_wait_s"] = wait_barrier(cell)
+    t_measure = time.time()
     sampler.start()
     try:
         if cell["mode"] == "open_loop":
@@ -125,6 +131,9 @@ def run_cell(cell: dict) -> dict:
             result["warmup_iters"] = cell["warmup_iters"]
     finally:
         metrics = sampler.stop()
+    result["measure_window"] = [t_measure, time.time()]
+    if cell.get("barrier"):
+        rec["held_load_iters"] = hold_load(cell, wl.step, sync)
     result["percentile_method"] = PERCENTILE_METHOD
     result["timing"] = "torch.cuda.synchronize after each timed region + perf_counter" if gpu else "perf_counter (CPU)"
     result["samples"] = samples
@@ -146,6 +155,38 @@ def run_cell(cell: dict) -> dict:
     return rec
 
 
+def wait_barrier(cell: dict, poll_s: float = 0.005) -> float:
+    """Concurrent cells: announce "warmed up" and wait until every cell of the group has, so
+    that their measured regions start together. Returns the seconds waited."""
+    b = cell["barrier"]
+    d = Path(b["dir"])
+    (d / f"ready-{cell['cell']}").touch()
+    t0 = time.time()
+    while not all((d / f"ready-{c}").exists() for c in b["cells"]):
+        if (d / "abort").exists():
+            raise RuntimeError(f"cell {cell['cell']}: another cell of its concurrent group failed before measuring")
+        if time.time() - t0 > b.get("timeout_s", 900):
+            raise TimeoutError(f"cell {cell['cell']}: concurrent group not ready after {b.get('timeout_s', 900)} s")
+        time.sleep(poll_s)
+    return time.time() - t0
+
+
+def hold_load(cell: dict, step, sync, max_s: float = 900) -> int:
+    """Concurrent cells: after measuring, keep running the workload (untimed) until every cell
+    of the group has finished measuring, so each measured window is fully under the group's
+    contention. Returns the number of extra iterations."""
+    d = Path(cell["barrier"]["dir"])
+    (d / f"done-{cell['cell']}").touch()
+    n, t0 = 0, time.time()
+    while not all((d / f"done-{c}").exists() for c in cell["barrier"]["cells"]):
+        if (d / "abort").exists() or time.time() - t0 > max_s:
+            break
+        step()
+        sync()
+        n += 1
+    return n
+
+
 def _failure(cell: dict, status: str, message: str) -> dict:
     return {"schema": SCHEMA, "spec": cell, "status": status, "error": message, "started": time.time()}
 
@@ -157,7 +198,10 @@ def run_group(cells: list[dict], out: Path, python: str = sys.executable, timeou
         procs = []
         for c in cells:
             cin, cout = Path(td) / f"{c['cell']}.in.json", Path(td) / f"{c['cell']}.out.json"
-            cin.write_text(json.dumps(c))
+            cell_in = dict(c)
+            if len(cells) > 1:
+                cell_in["barrier"] = {"dir": td, "cells": [x["cell"] for x in cells]}
+            cin.write_text(json.dumps(cell_in))
             err = open(Path(td) / f"{c['cell']}.err", "w+")  # noqa: SIM115 (closed below)
             p = subprocess.Popen([python, "-m", "migperf", "_cell", str(cin), str(cout)],
                                  env=cell_env(c), stdout=err, stderr=subprocess.STDOUT)
@@ -170,6 +214,8 @@ def run_group(cells: list[dict], out: Path, python: str = sys.executable, timeou
                 p.kill()
                 p.wait()
                 rc = "timeout"
+            if rc != 0:  # release the group's other cells from the start barrier
+                (Path(td) / "abort").touch()
             err.seek(0)
             tail = err.read()[-2000:]
             err.close()

@@ -32,8 +32,14 @@ def test_run_and_report(tmp_path, capsys):
     assert a["spec"]["concurrent_devices"] == ["cpu:0", "cpu"] == b["spec"]["concurrent_devices"]
     assert a["env"]["cpu_cores_pinned"] == [0] and a["profile"] == "cpu-1core" and b["profile"] == "cpu"
     assert a["env"]["torch_threads"] == 1
-    # the two cells ran at the same time
-    assert abs(a["started"] - b["started"]) < max(a["wall_s"], b["wall_s"])
+    # the two cells started measuring together (start barrier after warm-up)
+    assert a["barrier_wait_s"] >= 0 and b["barrier_wait_s"] >= 0
+    assert abs(a["result"]["measure_window"][0] - b["result"]["measure_window"][0]) < 0.5
+    assert "barrier" not in a["spec"] and "barrier" not in ol
+    # ... and the first to finish kept loading its core until the other had finished measuring
+    wa, wb = a["result"]["measure_window"], b["result"]["measure_window"]
+    first = a if wa[1] <= wb[1] else b
+    assert first["held_load_iters"] >= 0 and "held_load_iters" not in ol
     r = a["result"]
     assert r["iterations"] >= 3 and len(r["raw_latency_ms"]) == r["iterations"]
     assert r["throughput_sps"] == pytest.approx(2 * r["iterations"] / r["wall_s"])
