@@ -259,6 +259,36 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
         fig.savefig(p, dpi=100)
         plt.close(fig)
         written.append(p)
+    # partitioned vs whole: each profile's throughput relative to the whole device, per config,
+    # plus the summed throughput of concurrent groups
+    groups = defaultdict(dict)
+    for r in rs:
+        groups[(r["model"], r["mode"], r["batch_size"], r["seq_len"])][r["profile"]] = r["throughput_sps"]
+    for s in sharing(recs):
+        groups[(s["model"], s["mode"], s["batch_size"], s["seq_len"])][f"{s['instances']}x{s['profile']} (concurrent)"] = s["total_sps"]
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if groups:
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+        profs = sorted({p for v in groups.values() for p in v})
+        width = 0.8 / len(profs)
+        for j, prof in enumerate(profs):
+            xs, ys = [], []
+            for i, v in enumerate(groups.values()):
+                if prof in v:
+                    ref = v.get("whole-gpu") or max(v.values())
+                    xs.append(i + j * width)
+                    ys.append(v[prof] / ref)
+            ax.bar(xs, ys, width, label=prof)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))],
+                      [f"{m}\n{mo} bs{b}" + (f" seq{q}" if q else "") for m, mo, b, q in groups], fontsize=7)
+        ax.axhline(1.0, color="k", lw=0.5)
+        ax.set_ylabel("throughput / whole device (or best)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = out / "profiles_vs_whole.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        written.append(p)
     energy = [r for r in rs if "energy_per_sample_j" in r]
     if energy:
         fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(energy)), 4))

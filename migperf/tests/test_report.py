@@ -92,7 +92,7 @@ def test_plots_written(tmp_path):
     recs = REPO + [rec("resnet50", 8, "7g.80gb", 900.0, energy=0.5), rec("resnet50", 8, "1g.10gb", 300.0, energy=1.2)]
     out = write_report([_write(tmp_path, recs)], tmp_path / "rep")
     names = sorted(p.name for p in out["pngs"])
-    assert names == ["energy_per_sample.png", "resnet50_inference_vs_batch.png"]
+    assert names == ["energy_per_sample.png", "profiles_vs_whole.png", "resnet50_inference_vs_batch.png"]
     assert all(p.stat().st_size > 1000 for p in out["pngs"])
 
 
