@@ -226,6 +226,15 @@ def write_csv(recs: list[dict], path: Path) -> Path:
     return path
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plots(recs: list[dict], out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -254,11 +263,7 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].legend(title="profile")
         fig.suptitle(f"{model} {mode}" + (f" seq {seq}" if seq else ""))
-        fig.tight_layout()
-        p = out / f"{model}_{mode}{'_seq' + str(seq) if seq else ''}_vs_batch.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, out / f"{model}_{mode}{'_seq' + str(seq) if seq else ''}_vs_batch.png"))
     # partitioned vs whole: each profile's throughput relative to the whole device, per config,
     # plus the summed throughput of concurrent groups
     groups = defaultdict(dict)
@@ -284,11 +289,7 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
         ax.axhline(1.0, color="k", lw=0.5)
         ax.set_ylabel("throughput / whole device (or best)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / "profiles_vs_whole.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, out / "profiles_vs_whole.png"))
     energy = [r for r in rs if "energy_per_sample_j" in r]
     if energy:
         fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(energy)), 4))
@@ -296,11 +297,7 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
         ax.bar(range(len(energy)), [r["energy_per_sample_j"] for r in energy])
         ax.set_xticks(range(len(energy)), labels, fontsize=6)
         ax.set_ylabel("J / sample (" + ",".join(sorted({r['energy_scope'] for r in energy})) + ")")
-        fig.tight_layout()
-        p = out / "energy_per_sample.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, out / "energy_per_sample.png"))
     ol = [r for r in rows(recs) if r["mode"] == "open_loop" and r.get("rates")]
     if ol:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -312,11 +309,7 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.legend()
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        p = out / "open_loop_p99_vs_rate.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        written.append(p)
+        written.append(_save(fig, out / "open_loop_p99_vs_rate.png"))
     return written
 
 
