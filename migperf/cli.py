@@ -166,7 +166,7 @@ def cmd_cell(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m migperf", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{info,plan,apply,reset,run,report}")
     p = sub.add_parser("info", help="GPUs, MIG mode, instances, profiles, UUIDs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)

@@ -111,3 +111,13 @@ def test_sampler_thread_runs_at_interval():
     summ = s.stop()
     assert summ["ticks"] >= 5 and summ["metrics"]["process_rss_mib"]["mean"] > 10
     assert summ["metrics"]["process_rss_mib"]["scope"] == "process"
+
+
+def test_info_json(install, capsys):
+    import json
+    install(fake.make_module([fake.h100_80gb(mig=True)]))
+    assert main(["info", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    g = d["gpus"][0]
+    assert g["name"] == "NVIDIA H100 80GB HBM3" and g["mig_current"]
+    assert g["mig_devices"][0]["uuid"] == "MIG-aaaabbbb-cccc-5ddd-8eee-ffff00000001"
