@@ -63,3 +63,27 @@ def load_data(cfg: Config, root: str | Path | None = None, vocab: Vocab | None =
     log.info("data %s: %d train / %d test queries, %d words, %d-d features, %d clips", base, len(train.queries),
              len(test.queries), len(vocab), feats.dim, d.num_clips)
     return GroundingData(base, train, test, vocab, emb, feats, train_set, test_set)
+
+
+def main(argv=None) -> int:
+    """``python -m ecrl.data --config CFG [--data-root PATH]``: check a dataset's layout and content
+    (files, annotations, features of every video, GloVe) without training."""
+    import argparse
+
+    from common.config import load_config
+    from ecrl.train import DEFAULTS
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data-root", default=None)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(a.config, [], DEFAULTS)
+    d = load_data(cfg, a.data_root)
+    print(f"ok: {d.root}: {len(d.train.queries)} train / {len(d.test.queries)} test queries "
+          f"({d.train.skipped + d.test.skipped} bad records skipped), {len(d.vocab)} words, {d.features.dim}-d features")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.tsg.evaluate import nms_topk
+
 
 def sinusoid(n: int, d: int, device=None) -> torch.Tensor:
     """Fixed sinusoidal positions [n, d]."""
@@ -165,26 +167,6 @@ def span_scores(start_logits: torch.Tensor, end_logits: torch.Tensor, inside_log
     return sc.masked_fill(~valid, float("-inf"))
 
 
-def temporal_nms(spans: np.ndarray, scores: np.ndarray, thresh: float, k: int) -> np.ndarray:
-    """Greedy NMS over [M, 2] spans sorted by score; keeps at most k with IoU < thresh to every kept one."""
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    for i in order:
-        s, e = spans[i]
-        ok = True
-        for j in keep:
-            inter = max(0.0, min(e, spans[j, 1]) - max(s, spans[j, 0]))
-            union = max(e, spans[j, 1]) - min(s, spans[j, 0])
-            if union > 0 and inter / union >= thresh:
-                ok = False
-                break
-        if ok:
-            keep.append(int(i))
-            if len(keep) == k:
-                break
-    return spans[keep]
-
-
 def decode(out: dict[str, torch.Tensor], video_mask: torch.Tensor, k: int = 5, nms: float = 0.5,
            max_len_frac: float = 1.0, inside_weight: float = 1.0, pool: int = 100) -> list[np.ndarray]:
     """Top-k spans per query as fractions of the video's valid clips, [k, 2] in [0, 1].
@@ -196,16 +178,12 @@ def decode(out: dict[str, torch.Tensor], video_mask: torch.Tensor, k: int = 5, n
     b = sc.shape[0]
     flat = sc.reshape(b, -1)
     top = torch.topk(flat, min(pool, flat.shape[1]), dim=-1)
-    res = []
-    for q in range(b):
-        nv = float(n_valid[q])
-        vals = top.values[q].cpu().numpy()
-        idx = top.indices[q].cpu().numpy()
-        ok = np.isfinite(vals)
-        i, j = idx[ok] // n, idx[ok] % n
-        spans = np.stack([i / nv, (j + 1) / nv], -1).clip(0.0, 1.0)
-        res.append(temporal_nms(spans, vals[ok], nms, k))
-    return res
+    vals = top.values.cpu().numpy()
+    idx = top.indices.cpu().numpy()
+    nv = n_valid.cpu().numpy().astype(np.float64)[:, None]
+    spans = np.stack([(idx // n) / nv, (idx % n + 1) / nv], -1).clip(0.0, 1.0)  # ranked [B, pool, 2]
+    kept, valid = nms_topk(spans, np.isfinite(vals), nms, keep=k)  # the workspace evaluator's greedy NMS
+    return [kept[q][valid[q]] for q in range(b)]
 
 
 # --------------------------------------------------------------------------- the full training module

@@ -8,7 +8,7 @@ import torch
 
 from ecrl.augment import AugConfig, augment, fg_clips, make_plan
 from ecrl.losses import boundary_targets, clip_times, gaussian_prior, grounding_loss, sscl_from_logits, sscl_loss
-from ecrl.model import ECRLNet, decode, span_scores, temporal_nms
+from ecrl.model import ECRLNet, decode, span_scores
 from ecrl.refine import SelfRefine, inpaint_loss, smoothness_loss
 
 
@@ -66,11 +66,16 @@ def test_span_scores_and_decode_exact():
     assert torch.isinf(span_scores(start, end, max_len=1)[0, 1, 2])
 
 
-def test_temporal_nms_exact():
-    spans = np.array([[0.0, 0.5], [0.0, 0.45], [0.5, 1.0], [0.1, 0.5]])
-    scores = np.array([0.9, 0.8, 0.7, 0.6])
-    kept = temporal_nms(spans, scores, 0.5, 5)
-    assert np.allclose(kept, [[0.0, 0.5], [0.5, 1.0]])
+def test_decode_suppresses_overlapping_spans():
+    n = 4
+    start = torch.tensor([[5.0, 4.0, -9.0, -9.0]])
+    end = torch.tensor([[-9.0, 5.0, 4.9, -9.0]])
+    out = {"start": start, "end": end, "inside": torch.zeros(1, n)}
+    top = decode(out, torch.ones(1, n, dtype=torch.bool), k=5, nms=0.5, inside_weight=0.0)[0]
+    # ranked (0,1), (0,2), (1,1), (1,2), ...: (0,2) overlaps (0,1) with IoU 2/3 > 0.5 and is dropped
+    assert np.allclose(top[:2], [[0.0, 0.5], [0.25, 0.5]])
+    ious = [[max(0, min(a[1], b[1]) - max(a[0], b[0])) / (max(a[1], b[1]) - min(a[0], b[0])) for b in top] for a in top]
+    assert all(ious[i][j] <= 0.5 + 1e-9 for i in range(len(top)) for j in range(len(top)) if i != j)
 
 
 @pytest.mark.parametrize("seed", range(6))

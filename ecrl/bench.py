@@ -1,0 +1,165 @@
+"""ECRL speed/memory benchmark (``make bench-ecrl``).
+
+For each shape (Charades: 64 clips, batch 32, I3D 1024-d; ActivityNet: 200 clips, batch 32,
+C3D 500-d) with the paper-scale model (configs/charades_i3d.yaml widths: d=512, 2+2 layers):
+
+* training samples/s of the full ECRL step (augmentation + self-refine + both videos through
+  the shared network + SSCL + backward + AdamW step);
+* achieved FLOP/s of that step (torch.utils.flop_counter: matmuls/attention) as a fraction of
+  a dense-matmul peak measured in the same process, same device and dtype;
+* inference queries/s (forward + top-5 decoding), peak memory;
+* a torch.profiler table of the top ops of one training step (why the fraction is what it is).
+
+    python ecrl/bench.py [--device cuda] [--amp] [--shapes charades activitynet] [--iters 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(HERE.parent))
+
+from common.bench import (  # noqa: E402
+    count_flops,
+    matmul_peak,
+    peak_memory_bytes,
+    reset_peak_memory,
+    time_fn,
+    write_bench,
+)
+from common.config import load_config  # noqa: E402
+from common.runtime import amp_dtype, autocast, resolve_device, seed_everything  # noqa: E402
+from ecrl.model import decode  # noqa: E402
+from ecrl.train import DEFAULTS, aug_inputs, build_model, loss_kwargs  # noqa: E402
+
+SHAPES = {"charades": {"clips": 64, "batch": 32, "feat": 1024, "vocab": 1289},
+          "activitynet": {"clips": 200, "batch": 32, "feat": 500, "vocab": 15406}}
+
+
+def fake_batch(shape: dict, words: int, device: torch.device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b, n = shape["batch"], shape["clips"]
+    s = torch.rand(b, generator=g) * 0.7
+    e = (s + 0.1 + torch.rand(b, generator=g) * 0.2).clamp(max=1.0)
+    wm = torch.arange(words)[None, :] < torch.randint(6, words + 1, (b, 1), generator=g)
+    batch = {"video": torch.randn(b, n, shape["feat"], generator=g), "video_mask": torch.ones(b, n, dtype=torch.bool),
+             "words": torch.randint(2, shape["vocab"], (b, words), generator=g) * wm, "word_mask": wm,
+             "start": s, "end": e}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
+    seed_everything(0)
+    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    batch = fake_batch(shape, cfg.data.max_words, device)
+    kw = loss_kwargs(cfg)
+    step_no = [0]
+
+    def train_step():
+        aug = aug_inputs(batch, cfg, 0, 0, step_no[0])
+        step_no[0] += 1
+        with autocast(device, amp):
+            loss = model(batch, aug, **kw)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    reset_peak_memory(device)
+    flops = count_flops(train_step)  # also the warm-up step
+    c0 = cpu_seconds()
+    t = time_fn(train_step, device, warmup=0, iters=iters)
+    cpu_per_step = (cpu_seconds() - c0) / iters
+    rec = {"clips": shape["clips"], "batch": shape["batch"], "feature_dim": shape["feat"],
+           "train_step_s": t, "train_cpu_s_per_step": cpu_per_step,
+           "train_samples_per_s": shape["batch"] / t, "train_flops_per_step": flops,
+           "train_flops_per_s": flops / t, "train_flops_per_cpu_s": flops / cpu_per_step}
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as tprof
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with tprof(activities=acts) as prof:
+            train_step()
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        rec["profile_top_ops"] = prof.key_averages().table(sort_by=key, row_limit=12)
+    net = model.net.eval()
+
+    @torch.no_grad()
+    def infer():
+        with autocast(device, amp):
+            out = net(batch["video"], batch["video_mask"], batch["words"], batch["word_mask"])
+        decode(out, batch["video_mask"], k=5)
+
+    ti = time_fn(infer, device, warmup=1, iters=max(iters, 3))
+    rec["infer_queries_per_s"] = shape["batch"] / ti
+    rec["peak_memory_bytes"] = peak_memory_bytes(device)
+    model.train()
+    return rec
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: on for CUDA, off for CPU)")
+    ap.add_argument("--config", default=str(HERE / "configs" / "charades_i3d.yaml"), help="model widths")
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--anet-clips", type=int, default=None, help="default 200 on CUDA, 128 on CPU")
+    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--no-profile", dest="profile", action="store_false")
+    ap.add_argument("--runs-root", default=None)
+    a = ap.parse_args(argv)
+    device = resolve_device(a.device)
+    amp = (device.type == "cuda") if a.amp is None else a.amp
+    cfg = load_config(a.config, [], DEFAULTS)
+    dtype = amp_dtype(device) if amp else torch.float32
+    c0 = cpu_seconds()
+    peak = matmul_peak(device, dtype)
+    n_mm = 1024 if device.type == "cpu" else 8192
+    # the same 13 matmuls (3 warm-up + 10 timed) per CPU-second: robust to other processes on a shared CPU
+    peak_cpu = 13 * 2.0 * n_mm**3 / max(cpu_seconds() - c0, 1e-9)
+    rec = {"project": "ecrl", "device": str(device), "amp": amp, "dtype": str(dtype), "torch_threads": torch.get_num_threads(),
+           "matmul_peak_flops": peak, "matmul_peak_flops_per_cpu_s": peak_cpu, "model": cfg.model.to_dict(), "shapes": {}}
+    print(f"device {device} amp={amp} threads={torch.get_num_threads()} matmul peak {peak / 1e9:.1f} GFLOP/s wall, "
+          f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second ({dtype})")
+    for name in a.shapes:
+        shape = dict(SHAPES[name])
+        if name == "activitynet":
+            shape["clips"] = a.anet_clips or (200 if device.type == "cuda" else 128)
+        t0 = time.perf_counter()
+        r = bench_shape(name, shape, cfg, device, amp, a.iters, a.profile and name == a.shapes[0])
+        r["fraction_of_matmul_peak"] = r["train_flops_per_s"] / peak
+        if device.type == "cpu":
+            r["fraction_of_matmul_peak_cpu_time"] = r["train_flops_per_cpu_s"] / peak_cpu
+        rec["shapes"][name] = r
+        print(f"{name}: {shape['clips']} clips x batch {shape['batch']}: train {r['train_samples_per_s']:.1f} samples/s "
+              f"({r['train_step_s'] * 1e3:.0f} ms/step, {r['train_cpu_s_per_step']:.2f} CPU-s/step), "
+              f"{r['train_flops_per_step'] / 1e9:.1f} GFLOP/step -> {r['train_flops_per_s'] / 1e9:.1f} GFLOP/s = "
+              f"{100 * r['fraction_of_matmul_peak']:.1f}% of the matmul peak (wall)"
+              + (f", {100 * r['fraction_of_matmul_peak_cpu_time']:.1f}% per CPU-second" if device.type == "cpu" else "")
+              + f"; inference {r['infer_queries_per_s']:.0f} "
+              f"queries/s; peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB ({time.perf_counter() - t0:.0f}s)")
+        if "profile_top_ops" in r:
+            print(r["profile_top_ops"])
+    path = write_bench("ecrl", rec, a.runs_root)
+    print(f"written {path}")
+    return rec
+
+
+if __name__ == "__main__":
+    main()
