@@ -95,19 +95,17 @@ def sharing(recs: list[dict]) -> list[dict]:
             groups[(c["experiment"], c["model"], c["mode"], c["batch_size"], c.get("seq_len") or 0,
                     r.get("profile") or c["device"], c["repeat"])].append(r)
     agg: dict[tuple, list[float]] = defaultdict(list)
-    overlap: dict[tuple, list[float]] = defaultdict(list)
+    spread: dict[tuple, list[float]] = defaultdict(list)
     for (exp, model, mode, bs, seq, prof, _rep), rs in groups.items():
         if all(r["status"] == "ok" for r in rs):
             k = (exp, model, mode, bs, seq, prof, len(rs))
             agg[k].append(sum(r["result"]["throughput_sps"] for r in rs))
             wins = [r["result"].get("measure_window") for r in rs]
-            if all(wins):
-                span = max(w[1] for w in wins) - min(w[0] for w in wins)
-                common = min(w[1] for w in wins) - max(w[0] for w in wins)
-                overlap[k].append(max(0.0, common) / span if span > 0 else 1.0)
+            if all(wins):  # how far apart the cells started measuring (start barrier)
+                spread[k].append(max(w[0] for w in wins) - min(w[0] for w in wins))
     return [{"experiment": k[0], "model": k[1], "mode": k[2], "batch_size": k[3], "seq_len": k[4] or "",
              "profile": k[5], "instances": k[6], "total_sps": mean_std(v)[0], "total_std": mean_std(v)[1], "n": len(v),
-             "overlap": min(overlap[k]) if overlap.get(k) else None}
+             "start_spread_s": max(spread[k]) if spread.get(k) else None}
             for k, v in sorted(agg.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
 
 
@@ -188,12 +186,13 @@ def markdown(recs: list[dict]) -> str:
                              f"{_f(r.get('max_rate_meeting_p99_qps'), 0)} |")
     sh = sharing(recs)
     if sh:
-        lines += ["", "Sharing (cells run concurrently on separate instances; total = sum of their throughputs):", "",
-                  "| experiment | model | mode | bs | profile | instances | total samples/s (± std, n) | min overlap of measured windows |",
+        lines += ["", "Sharing (cells run concurrently on separate instances, start together after warm-up and keep "
+                  "loading until all have finished measuring; total = sum of their throughputs):", "",
+                  "| experiment | model | mode | bs | profile | instances | total samples/s (± std, n) | max start spread of measured windows |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {s['experiment']} | {s['model']} | {s['mode']} | {s['batch_size']} | {s['profile']} | {s['instances']} | "
                   f"{s['total_sps']:.1f} ± {s['total_std']:.1f} (n={s['n']}) | "
-                  + (f"{s['overlap'] * 100:.0f} %" if s["overlap"] is not None else "—") + " |" for s in sh]
+                  + (f"{s['start_spread_s'] * 1000:.0f} ms" if s["start_spread_s"] is not None else "—") + " |" for s in sh]
     rt = ratios(recs)
     if rt:
         lines += ["", "Partitioned vs whole (the paper's 7×1g vs 1×7g comparison; CPU rows are an analogue, not a paper number):", "",
