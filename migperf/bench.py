@@ -65,6 +65,16 @@ def ab(fa, fb, reps: int) -> tuple[float, float, float]:
     return statistics.median(ta), statistics.median(tb), statistics.median(ratio)
 
 
+def cpu_time_of(fn):
+    """``fn`` → the CPU seconds this thread spent in it (with one torch thread the matmul runs
+    on this thread, so CPU time is far less disturbed by other jobs than wall time)."""
+    def run():
+        c0 = time.thread_time()
+        fn()
+        return time.thread_time() - c0
+    return run
+
+
 def sampler_cost(make, interval: float, seconds: float = 1.0) -> dict:
     s = make(interval)
     c0, t0 = time.thread_time(), time.perf_counter()
@@ -104,7 +114,10 @@ def main(argv=None) -> int:
     step, n, t = matmul_step()
     iters = 20 if a.quick else 50
     tb, th, ratio = ab(lambda: bare_loop(step, iters), lambda: harness_loop(step, iters), a.reps)
-    out["step_10ms"] = {"matmul_n": n, "bare_ms": tb * 1e3, "harness_ms": th * 1e3, "overhead_pct": (ratio - 1) * 100}
+    cb, ch, cratio = ab(cpu_time_of(lambda: bare_loop(step, iters)), cpu_time_of(lambda: harness_loop(step, iters)), a.reps)
+    out["step_10ms"] = {"matmul_n": n, "calibrated_ms": t * 1e3, "bare_ms": tb * 1e3, "harness_ms": th * 1e3,
+                        "overhead_pct": (ratio - 1) * 100, "bare_cpu_ms": cb / iters * 1e3,
+                        "harness_cpu_ms": ch / iters * 1e3, "overhead_cpu_pct": (cratio - 1) * 100}
 
     # 2. sampler cost
     from migperf.tests import fake_pynvml as fake
@@ -125,6 +138,8 @@ def main(argv=None) -> int:
                 s.stop()
         tb, ts, ratio = ab(lambda: bare_loop(step, iters), with_sampler, a.reps)
         out["sampler"][f"step_slowdown@{int(iv * 1000)}ms_pct"] = (ratio - 1) * 100
+        _, _, cratio = ab(cpu_time_of(lambda: bare_loop(step, iters)), cpu_time_of(with_sampler), a.reps)
+        out["sampler"][f"step_cpu_slowdown@{int(iv * 1000)}ms_pct"] = (cratio - 1) * 100
 
     # 3. a workload's speed numbers
     from migperf.workloads import make_workload
@@ -147,15 +162,18 @@ def main(argv=None) -> int:
     e, s10 = out["empty_step"], out["step_10ms"]
     print(f"harness overhead: {e['overhead_us']:.2f} µs/iteration on an empty step "
           f"(= {e['overhead_at_10ms_pct']:.4f} % of a 10 ms iteration)")
-    print(f"~10 ms matmul step (n={s10['matmul_n']}): bare {s10['bare_ms']:.3f} ms, harness {s10['harness_ms']:.3f} ms, "
-          f"overhead {s10['overhead_pct']:+.2f} % (median of {a.reps} interleaved A/B pairs; target < 1 %)")
+    print(f"~10 ms matmul step (n={s10['matmul_n']}, {s10['calibrated_ms']:.1f} ms when calibrated): wall: bare "
+          f"{s10['bare_ms']:.3f} ms, harness {s10['harness_ms']:.3f} ms, overhead {s10['overhead_pct']:+.2f} %; "
+          f"thread CPU: bare {s10['bare_cpu_ms']:.3f} ms, harness {s10['harness_cpu_ms']:.3f} ms, overhead "
+          f"{s10['overhead_cpu_pct']:+.2f} % (medians of {a.reps} interleaved A/B pairs; target < 1 %)")
     print("| sampler | interval | CPU µs/tick | ticks/s | thread CPU share |\n|---|---|---|---|---|")
     for k, v in out["sampler"].items():
         if isinstance(v, dict):
             name, iv = k.split("@")
             print(f"| {name} | {iv} | {v['tick_cpu_us']:.1f} | {v['ticks_per_s']:.1f} | {v['thread_cpu_fraction'] * 100:.2f} % |")
     for iv in ("10ms", "100ms"):
-        print(f"10 ms step slowed by the CPU sampler @{iv}: {out['sampler'][f'step_slowdown@{iv}_pct']:+.2f} %")
+        print(f"10 ms step slowed by the CPU sampler @{iv}: wall {out['sampler'][f'step_slowdown@{iv}_pct']:+.2f} %, "
+              f"thread CPU {out['sampler'][f'step_cpu_slowdown@{iv}_pct']:+.2f} %")
     w = out["resnet18_64px_bs16"]
     print(f"resnet18 64px bs16 (1 thread): train {w['train_samples_per_s']:.1f} samples/s "
           f"({w['train_fraction_of_matmul_peak'] * 100:.1f} % of matmul peak {peak / 1e9:.1f} GFLOP/s), inference "
