@@ -95,17 +95,19 @@ def sharing(recs: list[dict]) -> list[dict]:
             groups[(c["experiment"], c["model"], c["mode"], c["batch_size"], c.get("seq_len") or 0,
                     r.get("profile") or c["device"], c["repeat"])].append(r)
     agg: dict[tuple, list[float]] = defaultdict(list)
+    by_rep: dict[tuple, dict] = defaultdict(dict)
     spread: dict[tuple, list[float]] = defaultdict(list)
     for (exp, model, mode, bs, seq, prof, _rep), rs in groups.items():
         if all(r["status"] == "ok" for r in rs):
             k = (exp, model, mode, bs, seq, prof, len(rs))
             agg[k].append(sum(r["result"]["throughput_sps"] for r in rs))
+            by_rep[k][_rep] = agg[k][-1]
             wins = [r["result"].get("measure_window") for r in rs]
             if all(wins):  # how far apart the cells started measuring (start barrier)
                 spread[k].append(max(w[0] for w in wins) - min(w[0] for w in wins))
     return [{"experiment": k[0], "model": k[1], "mode": k[2], "batch_size": k[3], "seq_len": k[4] or "",
              "profile": k[5], "instances": k[6], "total_sps": mean_std(v)[0], "total_std": mean_std(v)[1], "n": len(v),
-             "start_spread_s": max(spread[k]) if spread.get(k) else None}
+             "start_spread_s": max(spread[k]) if spread.get(k) else None, "by_repeat": by_rep[k]}
             for k, v in sorted(agg.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
 
 
@@ -142,13 +144,21 @@ def ratios(recs: list[dict]) -> list[dict]:
                 continue
             if s["profile"] != "cpu-1core":
                 continue
-            w = cpu_whole.get(f"cpu-{s['instances']}core")
-            if w:
+            prof = f"cpu-{s['instances']}core"
+            if prof not in cpu_whole:
+                continue
+            whole_rep = {r["spec"]["repeat"]: r["result"]["throughput_sps"] for r in recs
+                         if r["status"] == "ok" and r.get("profile") == prof and not r["spec"].get("concurrent_devices")
+                         and (r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"],
+                              r["spec"].get("seq_len") or "") == (model, mode, bs, seq)}
+            # one ratio per repeat (same seed on both sides), then mean ± sample std over repeats
+            per = [tot / whole_rep[rep] for rep, tot in sorted(s["by_repeat"].items()) if rep in whole_rep]
+            if per:
+                m, sd = mean_std(per)
                 out.append({"dataset": "synthetic", "metric": f"{model}_{mode}_ratio_{s['instances']}x1core_over_"
-                            f"{s['instances']}core_bs{bs}", "value": s["total_sps"] / w["throughput_sps"],
-                            "std": s["total_std"] / w["throughput_sps"],
-                            "how": f"{s['instances']} concurrent pinned 1-core cells / one {s['instances']}-core cell",
-                            "n": s["n"]})
+                            f"{s['instances']}core_bs{bs}", "value": m, "std": sd, "n": len(per),
+                            "how": f"{s['instances']} concurrent pinned 1-core cells / one {s['instances']}-core cell, "
+                                   "per repeat"})
     return out
 
 

@@ -68,9 +68,16 @@ def test_cpu_analogue_ratio_mean_std_over_repeats():
                  rec("resnet18", 1, "cpu-2core", whole, device="cpu:0-1", repeat=rep, gpu=None)]
     rt = ratios(recs)
     assert len(rt) == 1 and rt[0]["metric"] == "resnet18_inference_ratio_2x1core_over_2core_bs1"
-    # concurrent totals 22, 22, 24 over a 2-core throughput of 20
+    # concurrent totals 22, 22, 24 over a 2-core throughput of 20 in each repeat
     assert rt[0]["value"] == pytest.approx(68 / 3 / 20) and rt[0]["n"] == 3
     assert rt[0]["std"] == pytest.approx((4 / 3) ** 0.5 / 20)
+    # per-repeat pairing: a different whole-device throughput in repeat 2 changes only that ratio
+    recs[-1]["result"]["throughput_sps"] = 40.0
+    rt = ratios(recs)
+    per = [22 / 20, 22 / 20, 24 / 40]
+    m = sum(per) / 3
+    assert rt[0]["value"] == pytest.approx(m)
+    assert rt[0]["std"] == pytest.approx((sum((x - m) ** 2 for x in per) / 2) ** 0.5)
 
 
 def test_rows_aggregate_repeats_and_keep_failures(tmp_path):
