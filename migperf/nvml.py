@@ -238,12 +238,13 @@ def _cpu_probes() -> list[Probe]:
         last["t"], last["c"] = t, c
         return u
 
+    statm = os.open("/proc/self/statm", os.O_RDONLY) if sys.platform.startswith("linux") else None
+
     def rss_mib():
-        if sys.platform.startswith("linux"):
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * page / 2**20
+        if statm is not None:  # one pread on a kept-open fd: ~2 µs instead of ~30 µs for open/read
+            return int(os.pread(statm, 128, 0).split()[1]) * page / 2**20
         import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # peak, where /proc is absent
 
     return [Probe("process_cpu_util_pct", cpu_util, "process", "% of one core"),
             Probe("process_rss_mib", rss_mib, "process", "MiB")]
