@@ -228,4 +228,4 @@ def test_refine_losses():
         loss.backward()
         opt.step()
     g = torch.Generator().manual_seed(123)
-    assert float(inpaint_loss(r, video, mask, 0.3, g)) < 0.5 * first
+    assert inpaint_loss(r, video, mask, 0.3, g).item() < 0.5 * first
