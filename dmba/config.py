@@ -20,6 +20,7 @@ DEFAULTS = {
         "out_of_bounds": "error",      # head points outside the image: error | drop (logged)
         "cache": True,                 # HDF5 cache of rendered maps under <data root>/.cache/dmba
         "workers": 0,
+        "memo": False,                 # keep decoded images and maps in RAM (small datasets)
     },
     "model": {"name": "csrnet", "width": 1.0, "bn": False, "pretrained": None},  # bn: CSRNet's batch_norm option
     "loss": {

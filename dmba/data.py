@@ -224,6 +224,7 @@ class CrowdDataset(Dataset):
         else:
             self.entries = [(i, role == "triggered") for i in range(n)]
         self.scales = [resize_for(s.size, cfg.data.min_side, cfg.data.max_side) for s in samples]
+        self._memo: dict | None = {} if cfg.data.memo else None  # in-RAM (image, map) per entry
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -260,16 +261,24 @@ class CrowdDataset(Dataset):
         for i, p in self.entries:
             self.density(i, p)
 
-    def __getitem__(self, k: int):
-        i, poisoned = self.entries[k]
-        s = self.samples[i]
-        img = load_rgb(s.image)
+    def _image_and_map(self, i: int, poisoned: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self._memo is not None and (i, poisoned) in self._memo:
+            return self._memo[(i, poisoned)]
+        img = load_rgb(self.samples[i].image)
         shape, _ = self._geometry(i)
         if img.shape[:2] != shape:
             img = np.asarray(Image.fromarray(img).resize((shape[1], shape[0]), Image.BILINEAR))
         if poisoned and self.trigger is not None:
             img = self.trigger(img)
-        dmap = self.density(i, poisoned)
+        out = (img, self.density(i, poisoned))
+        if self._memo is not None:
+            self._memo[(i, poisoned)] = out
+        return out
+
+    def __getitem__(self, k: int):
+        i, poisoned = self.entries[k]
+        s = self.samples[i]
+        img, dmap = self._image_and_map(i, poisoned)
         pts = self.target(i, poisoned).copy()
         clean_count = float(len(s.points))
         x = (img.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
@@ -278,9 +287,9 @@ class CrowdDataset(Dataset):
         crop = self.cfg.data.crop if self.role == "train" else None
         if crop:
             x, d, pts = self._random_crop(x, d, pts, int(crop))
-            if self.cfg.data.flip and np.random.rand() < 0.5:
-                x, d = x.flip(-1), d.flip(-1)
-                pts[:, 0] = x.shape[-1] - pts[:, 0]
+        if self.role == "train" and self.cfg.data.flip and np.random.rand() < 0.5:
+            x, d = x.flip(-1), d.flip(-1)
+            pts[:, 0] = x.shape[-1] - pts[:, 0]
         x, d = self._pad(x, d)
         return x, pool_density(d, self.stride).float(), torch.from_numpy(pts).float(), clean_count
 

@@ -15,6 +15,7 @@ count exactly, instead of CSRNet's cubic resize x 64 (only approximately count-p
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import h5py
@@ -104,6 +105,14 @@ class DensityCache:
         if self.path is None:
             return density_map(points, shape, kernel)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(600):  # another process (a second run, a DDP rank) may hold the file lock
+            try:
+                return self._get_or_render(key, points, shape, kernel)
+            except BlockingIOError:
+                time.sleep(0.1 + 0.01 * (attempt % 10))
+        raise TimeoutError(f"{self.path}: HDF5 cache stayed locked by another process for over a minute")
+
+    def _get_or_render(self, key, points, shape, kernel) -> np.ndarray:
         with h5py.File(self.path, "a") as f:
             if key in f:
                 d = f[key]

@@ -75,8 +75,8 @@ def write_mat(path: Path, points: np.ndarray) -> None:
     savemat(str(path), {"image_info": cell})
 
 
-def generate(out: str | Path, seed: int = 0, n_train: int = 120, n_test: int = 50, size: int = 128,
-             min_count: int = 10, max_count: int = 120, r_far: float = 1.8, r_near: float = 4.5) -> Path:
+def generate(out: str | Path, seed: int = 0, n_train: int = 120, n_test: int = 50, size: int = 96,
+             min_count: int = 8, max_count: int = 80, r_far: float = 1.6, r_near: float = 4.0) -> Path:
     out = Path(out)
     spec = dict(version=VERSION, seed=seed, n_train=n_train, n_test=n_test, size=size, min_count=min_count,
                 max_count=max_count, r_far=r_far, r_near=r_near)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int, default=120)
     ap.add_argument("--n-test", type=int, default=50)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, default=96)
     a = ap.parse_args(argv)
     p = generate(a.out, a.seed, a.n_train, a.n_test, a.size)
     print(f"synthetic crowd set in {p}")

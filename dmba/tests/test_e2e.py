@@ -71,7 +71,8 @@ def _free_port():
 
 def test_torchrun_ddp_two_processes_matches_one(tiny_root, tmp_path):
     extra = ["--set", "train.epochs=1", "--set", "loss.reduction=mean", "--set", "optim.name=sgd",
-             "--set", "optim.lr=0.01", "--set", "optim.momentum=0.0"]
+             "--set", "optim.lr=0.01", "--set", "optim.momentum=0.0", "--set", "data.flip=false",
+             "--set", "model.bn=false"]  # per-rank flips and BatchNorm statistics would differ
     single = dmba_train.main(_args(tiny_root, tmp_path / "one", *extra))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
