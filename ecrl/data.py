@@ -4,13 +4,14 @@ the shared grounding layer ``common.tsg`` (readers, features, vocab/GloVe, datas
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.config import Config
-from common.data import data_root, require_files
+from common.data import DataFormatError, DatasetNotFoundError, data_root, require_files
 from common.tsg import Annotations, FeatureStore, TSGDataset, Vocab, load_glove, read_annotations
 
 log = logging.getLogger("ecrl")
@@ -49,6 +50,7 @@ def load_data(cfg: Config, root: str | Path | None = None, vocab: Vocab | None =
     require_files(d.dataset, base, list(files.values()), hint)
     dur = base / files["durations"] if "durations" in files else None
     kw = {"durations": dur} if dur is not None else {}
+    kw["on_bad_record"] = d.on_bad_record
     train = read_annotations(base / files["train"], d.format, **kw)
     test = read_annotations(base / files["test"], d.format, **kw)
     feats = FeatureStore(base / files["features"])
@@ -60,6 +62,10 @@ def load_data(cfg: Config, root: str | Path | None = None, vocab: Vocab | None =
         raise ValueError(f"{base / files['glove']}: {emb.shape[1]}-d vectors but model.word_dim={cfg.model.word_dim}")
     train_set = TSGDataset(train, feats, vocab, d.num_clips, d.max_words, d.resample, fdim) if need_train_set else None
     test_set = TSGDataset(test, feats, vocab, d.num_clips, d.max_words, d.resample, fdim)
+    for a in (train, test):
+        if a.skipped:
+            log.warning("%s: %d bad record(s) skipped (data.on_bad_record=skip; reasons logged by common.tsg)",
+                        a.path, a.skipped)
     log.info("data %s: %d train / %d test queries, %d words, %d-d features, %d clips", base, len(train.queries),
              len(test.queries), len(vocab), feats.dim, d.num_clips)
     return GroundingData(base, train, test, vocab, emb, feats, train_set, test_set)
@@ -79,7 +85,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(a.config, [], DEFAULTS)
-    d = load_data(cfg, a.data_root)
+    try:
+        d = load_data(cfg, a.data_root)
+    except (DatasetNotFoundError, DataFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"ok: {d.root}: {len(d.train.queries)} train / {len(d.test.queries)} test queries "
           f"({d.train.skipped + d.test.skipped} bad records skipped), {len(d.vocab)} words, {d.features.dim}-d features")
     return 0

@@ -50,6 +50,7 @@ DEFAULTS = {
         "max_words": 20,
         "min_word_freq": 1,
         "resample": "mean",
+        "on_bad_record": "error",        # error | skip (skipped records are counted and logged, never silent)
     },
     "model": {
         "word_dim": 300, "d": 512, "heads": 4, "query_layers": 1, "video_layers": 1, "fusion_layers": 2,
