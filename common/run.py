@@ -37,14 +37,18 @@ def runs_root(override: str | Path | None = None) -> Path:
 
 
 def git_sha(short: bool = False) -> str:
+    """HEAD's sha (+ ``-dirty`` when tracked files differ), or ``unknown`` outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out + ("-dirty" if dirty else "")
+        sha = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return sha  # e.g. a busy index; the sha alone is still right
+    return sha + ("-dirty" if dirty else "")
 
 
 def environment(device: torch.device | str | None = None, world_size: int = 1) -> dict:
