@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from common.results import find_results, load_paper_yaml, mean_std
-from common.run import REPO_ROOT
+from common.run import REPO_ROOT, runs_root
 
 PROJECTS = ("pros", "ecrl", "mhst", "ssrn", "mgslnet", "dscnet", "migperf", "dmba", "lns_parsing", "dal_gan")
 
@@ -62,7 +62,9 @@ def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None)
     paper_path = root / project / "paper.yaml"
     entries = load_paper_yaml(paper_path)["results"] if paper_path.is_file() else []
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in find_results(project, runs or root / "runs"):
+    if runs is None:
+        runs = runs_root() if root == REPO_ROOT else root / "runs"
+    for r in find_results(project, runs):
         groups[(r["dataset"], r["split"], r["config"])].append(r)
     groups = {k: _latest_per_seed(v) for k, v in groups.items()}
 
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("project", nargs="?", help="project folder name")
     ap.add_argument("--all", action="store_true", help="every project")
-    ap.add_argument("--runs", default=None, help="runs folder (default <repo>/runs)")
+    ap.add_argument("--runs", default=None, help="runs folder (default $RUNS_ROOT or <repo>/runs)")
     a = ap.parse_args(argv)
     runs = Path(a.runs) if a.runs else None
     if not a.all and not a.project:
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
     for p in projects:
         print(render_project(p, REPO_ROOT, runs))
     path = write_summary(REPO_ROOT, runs)
-    print(f"(written {path.relative_to(REPO_ROOT)})")
+    print(f"(written {path})")
     return 0
 
 

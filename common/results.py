@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from common.run import REPO_ROOT, git_sha
+from common.run import git_sha
 
 REQUIRED_RESULT_KEYS = ("project", "config", "dataset", "split", "seed", "metrics", "git_sha", "wall_time_s")
 
@@ -114,7 +114,9 @@ def load_paper_yaml(path: str | Path) -> dict:
 
 
 def find_results(project: str, runs: str | Path | None = None) -> list[dict]:
-    root = Path(runs or REPO_ROOT / "runs") / project
+    from common.run import runs_root
+
+    root = runs_root(runs) / project
     out = []
     for p in sorted(root.glob("**/results.json")):
         try:

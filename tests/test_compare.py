@@ -91,3 +91,20 @@ def test_results_json_schema_and_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(cmp, "PROJECTS", ("demo",))
     path = write_summary(root, runs)
     assert path == root / "results" / "summary.md" and "## demo" in path.read_text()
+
+
+def test_compare_honours_runs_root_env(tmp_path, monkeypatch, capsys):
+    from common.compare import main
+
+    _, runs = _workspace(tmp_path)
+    # results of an existing project folder name, found through $RUNS_ROOT only
+    d = runs / "ecrl" / "synthetic" / "t-s0"
+    d.mkdir(parents=True)
+    write_results(d, project="ecrl", config="synthetic", dataset="synthetic", split="test", seed=0,
+                  metrics={"R1@0.5": 61.0}, wall_time_s=1.0)
+    monkeypatch.setenv("RUNS_ROOT", str(runs))
+    import common.compare as cmp
+
+    monkeypatch.setattr(cmp, "write_summary", lambda *a, **k: tmp_path / "summary.md")
+    assert main(["ecrl"]) == 0
+    assert "61.00 ± 0.00 (n=1)" in capsys.readouterr().out
