@@ -87,3 +87,14 @@ def test_torchrun_ddp_two_processes_matches_one(tiny_root, tmp_path):
     a, b = safe_load(single / "checkpoints/last.pt")["model"], safe_load(two[0])["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_bench_smoke_counts_flops_and_writes_record(tmp_path):
+    from dmba import bench
+
+    rec = bench.main(["--models", "csrnet", "kdmg", "--size", "32", "--width", "0.125", "--iters", "1",
+                      "--device", "cpu", "--runs-root", str(tmp_path)])
+    assert [r["model"] for r in rec["results"]] == ["csrnet", "kdmg"]
+    for r in rec["results"]:
+        assert r["train_flops_per_step"] > 0 and r["train_images_per_s"] > 0 and r["fraction_of_matmul_peak"] > 0
+    assert len(list((tmp_path / "dmba" / "bench").glob("*.json"))) == 1
