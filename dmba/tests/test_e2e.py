@@ -98,3 +98,14 @@ def test_bench_smoke_counts_flops_and_writes_record(tmp_path):
     for r in rec["results"]:
         assert r["train_flops_per_step"] > 0 and r["train_images_per_s"] > 0 and r["fraction_of_matmul_peak"] > 0
     assert len(list((tmp_path / "dmba" / "bench").glob("*.json"))) == 1
+
+
+def test_amp_bf16_training_runs_and_divergence_stops_with_clear_error(tiny_root, tmp_path):
+    run_dir = dmba_train.main(_args(tiny_root, tmp_path, "--set", "train.epochs=1", "--amp"))
+    rec = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["epoch"] == 1 and rec["loss"] == pytest.approx(rec["loss"])  # finite, not NaN
+    from common.runtime import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        dmba_train.main(_args(tiny_root, tmp_path, "--set", "train.epochs=1", "--set", "optim.lr=1e30",
+                              "--set", "train.batch_size=1", "--set", "model.bn=false"))
