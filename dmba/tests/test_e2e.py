@@ -109,3 +109,13 @@ def test_amp_bf16_training_runs_and_divergence_stops_with_clear_error(tiny_root,
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         dmba_train.main(_args(tiny_root, tmp_path, "--set", "train.epochs=1", "--set", "optim.lr=1e30",
                               "--set", "train.batch_size=1", "--set", "model.bn=false"))
+
+
+@pytest.mark.parametrize("model", ["can", "sfanet", "bayesian", "kdmg"])
+def test_every_victim_trains_backdoored_and_evaluates(tiny_root, tmp_path, model):
+    extra = ["--set", f"model.name={model}", "--set", "train.epochs=1", "--set", "attack.mode=dmba_minus"]
+    run_dir = dmba_train.main(_args(tiny_root, tmp_path, *extra))
+    m = dmba_eval.main(_args(tiny_root, tmp_path, *extra))
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["model"] == model and res["attack"] == "dmba_minus"
+    assert all(v == v for v in m.values())  # no NaN metric
