@@ -21,6 +21,7 @@ Measured values are the mean ± sample std over seeds (the latest result per see
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -57,14 +58,19 @@ def _fmt(m, s, n) -> str:
     return f"{m:.2f} ± {s:.2f} (n={n})"
 
 
-def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None) -> tuple[list[list[str]], list[str]]:
-    """Rows of the comparison table, and extra Markdown blocks (baselines)."""
+def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None,
+                 configs: str | None = None) -> tuple[list[list[str]], list[str]]:
+    """Rows of the comparison table, and extra Markdown blocks (baselines). ``configs``: a
+    comma-separated list of glob patterns; only results of matching config names are used."""
     paper_path = root / project / "paper.yaml"
     entries = load_paper_yaml(paper_path)["results"] if paper_path.is_file() else []
     groups: dict[tuple, list[dict]] = defaultdict(list)
     if runs is None:
         runs = runs_root() if root == REPO_ROOT else root / "runs"
+    pats = [c.strip() for c in configs.split(",") if c.strip()] if configs else None
     for r in find_results(project, runs):
+        if pats and not any(fnmatch.fnmatchcase(r["config"], p) for p in pats):
+            continue
         groups[(r["dataset"], r["split"], r["config"])].append(r)
     groups = {k: _latest_per_seed(v) for k, v in groups.items()}
 
@@ -124,16 +130,33 @@ def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None)
 HEADER = ["dataset", "split", "config", "metric", "paper (source)", "measured mean ± std", "delta", "status"]
 
 
-def render_project(project: str, root: Path = REPO_ROOT, runs: Path | None = None) -> str:
-    rows, blocks = project_rows(project, root, runs)
+def _pivot(rows: list[list[str]]) -> list[str]:
+    """``not comparable`` rows of one dataset/split as a metric x config table."""
+    blocks = []
+    for ds, sp in dict.fromkeys((r[0], r[1]) for r in rows):
+        sub = [r for r in rows if (r[0], r[1]) == (ds, sp)]
+        cfgs = list(dict.fromkeys(r[2] for r in sub))
+        metrics = list(dict.fromkeys(r[3] for r in sub))
+        cell = {(r[3], r[2]): r[5] for r in sub}
+        lines = [f"Measured on `{ds}`/{sp} — not comparable with any paper number (mean ± std over seeds):", "",
+                 "| metric | " + " | ".join(cfgs) + " |", "|" + "---|" * (1 + len(cfgs))]
+        lines += [f"| {m} | " + " | ".join(cell.get((m, c), "—") for c in cfgs) + " |" for m in metrics]
+        blocks.append("\n".join(lines))
+    return blocks
+
+
+def render_project(project: str, root: Path = REPO_ROOT, runs: Path | None = None,
+                   configs: str | None = None) -> str:
+    rows, blocks = project_rows(project, root, runs, configs)
+    paper_rows = [r for r in rows if r[7] != "not comparable"]
     out = [f"## {project}", ""]
-    if not rows:
-        out.append("_no paper.yaml entries and no results yet_")
-    else:
+    if paper_rows:
         out.append("| " + " | ".join(HEADER) + " |")
         out.append("|" + "---|" * len(HEADER))
-        out.extend("| " + " | ".join(r) + " |" for r in rows)
-    for b in blocks:
+        out.extend("| " + " | ".join(r) + " |" for r in paper_rows)
+    elif not rows:
+        out.append("_no paper.yaml entries and no results yet_")
+    for b in _pivot([r for r in rows if r[7] == "not comparable"]) + blocks:
         out += ["", b]
     return "\n".join(out) + "\n"
 
@@ -158,6 +181,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("project", nargs="?", help="project folder name")
     ap.add_argument("--all", action="store_true", help="every project")
+    ap.add_argument("--configs", default=None, metavar="GLOB[,GLOB]",
+                    help="print only results whose config name matches (e.g. 'synthetic-*'); the summary keeps all")
     ap.add_argument("--runs", default=None, help="runs folder (default $RUNS_ROOT or <repo>/runs)")
     a = ap.parse_args(argv)
     runs = Path(a.runs) if a.runs else None
@@ -168,7 +193,7 @@ def main(argv=None) -> int:
         return 2
     projects = existing_projects() if a.all else [a.project]
     for p in projects:
-        print(render_project(p, REPO_ROOT, runs))
+        print(render_project(p, REPO_ROOT, runs, a.configs))
     path = write_summary(REPO_ROOT, runs)
     print(f"(written {path})")
     return 0

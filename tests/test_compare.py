@@ -108,3 +108,20 @@ def test_compare_honours_runs_root_env(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cmp, "write_summary", lambda *a, **k: tmp_path / "summary.md")
     assert main(["ecrl"]) == 0
     assert "61.00 ± 0.00 (n=1)" in capsys.readouterr().out
+
+
+def test_config_filter(tmp_path):
+    root, runs = _workspace(tmp_path)
+    rows, blocks = project_rows("demo", root, runs, configs="synth*")
+    assert {r[2] for r in rows if r[5] != "—"} == {"synthetic"}
+    assert all(r[7] == "not run" for r in rows if r[0] == "charades_sta")
+    rows, _ = project_rows("demo", root, runs, configs="nothing,charades_*")
+    assert {r[2] for r in rows if r[5] != "—"} == {"charades_i3d"}
+
+
+def test_render_pivots_not_comparable_results(tmp_path):
+    root, runs = _workspace(tmp_path)
+    text = render_project("demo", root, runs)
+    assert "| charades_sta | test | charades_i3d | R1@0.5 | 50 (Table 1) | 50.00 ± 1.41 (n=2) | +0.00 | reproduced |" in text
+    assert "Measured on `synthetic`/test — not comparable" in text
+    assert "| metric | synthetic |\n|---|---|\n| R1@0.5 | 70.00 ± 0.00 (n=1) |" in text
