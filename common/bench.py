@@ -24,6 +24,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far. On a shared machine, FLOPs per
+    CPU-second are far less disturbed by other jobs than FLOPs per wall-second."""
+    return time.process_time()
+
+
 def time_fn(fn: Callable[[], object], device: torch.device, warmup: int = 2, iters: int = 10,
             min_time_s: float = 0.0) -> float:
     """Median seconds per call of ``fn`` after ``warmup`` calls (device-synchronised)."""

@@ -16,7 +16,6 @@ C3D 500-d) with the paper-scale model (configs/charades_i3d.yaml widths: d=512, 
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ if __package__ in (None, ""):
 
 from common.bench import (  # noqa: E402
     count_flops,
+    cpu_seconds,
     matmul_peak,
     peak_memory_bytes,
     reset_peak_memory,
@@ -54,11 +54,6 @@ def fake_batch(shape: dict, words: int, device: torch.device, seed: int = 0) -> 
              "words": torch.randint(2, shape["vocab"], (b, words), generator=g) * wm, "word_mask": wm,
              "start": s, "end": e}
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:

@@ -23,3 +23,13 @@ def test_peak_time_memory_and_bench_record(tmp_path):
     p = write_bench("demo", {"device": "cpu", "samples_per_s": 1.0}, runs_root=tmp_path)
     rec = json.loads(p.read_text())
     assert p.parent == tmp_path / "demo" / "bench" and rec["samples_per_s"] == 1.0 and "git_sha" in rec["env"]
+
+
+def test_cpu_seconds_counts_this_process_work():
+    from common.bench import cpu_seconds
+
+    c0 = cpu_seconds()
+    x = torch.randn(256, 256)
+    for _ in range(20):
+        x = torch.tanh(x @ x)
+    assert cpu_seconds() > c0
