@@ -8,8 +8,8 @@ VENV        := .venv
 PY          := $(abspath $(VENV))/bin/python
 STAMP       := $(VENV)/.installed
 REQS        := requirements.txt $(wildcard */requirements.txt) pyproject.toml
-PROJECTS    := pros ecrl mhst ssrn mgslnet dscnet migperf dmba lns_parsing dal_gan
-PRESENT     := $(strip $(foreach p,$(PROJECTS),$(if $(wildcard $(p)/Makefile),$(p))))
+# a project is a top-level folder with a paper.yaml (common/projects.py; no list to edit)
+PRESENT     := $(patsubst %/paper.yaml,%,$(wildcard */paper.yaml))
 # pytest workers for `make test` (2 cores here); `make test PYTEST_WORKERS=0` runs serially
 PYTEST_WORKERS ?= 2
 
@@ -58,7 +58,7 @@ bench-tsg: $(STAMP) ## evaluator speed on 17,505 queries and HDF5 loader through
 # Project Makefiles receive PY (the venv's python); DATASET / DATA_ROOT / SEEDS pass through.
 define dispatch
 	@if [ ! -d "$(2)" ]; then \
-	  echo "no project folder '$(2)/'. Projects with a Makefile: $(PRESENT)" >&2; exit 2; \
+	  echo "no project folder '$(2)/'. projects (folders with a paper.yaml): $(PRESENT)" >&2; exit 2; \
 	elif ! grep -qE '^$(1):' "$(2)/Makefile" 2>/dev/null; then \
 	  echo "project '$(2)' has no '$(1)' target (see $(2)/Makefile)" >&2; exit 2; \
 	else $(MAKE) --no-print-directory -C "$(2)" $(1) PY=$(PY); fi

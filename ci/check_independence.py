@@ -1,9 +1,10 @@
 """Fail when a paper folder imports another paper folder (projects import only `common`).
 
-    python ci/check_independence.py [ROOT]
+    python -m ci.check_independence [ROOT]
 
-Scans every .py file of every project folder with the AST (so strings and comments do not
-count) and prints each offending import as file:line."""
+Scans every .py file of every project folder (a folder with a ``paper.yaml``, see
+:mod:`common.projects`) with the AST, so strings and comments do not count, and prints each
+offending import as file:line."""
 
 from __future__ import annotations
 
@@ -11,16 +12,15 @@ import ast
 import sys
 from pathlib import Path
 
-PROJECTS = ("pros", "ecrl", "mhst", "ssrn", "mgslnet", "dscnet", "migperf", "dmba", "lns_parsing", "dal_gan")
+from common.projects import discover
 
 
 def violations(root: Path) -> list[str]:
     out = []
-    for proj in PROJECTS:
+    projects = discover(root)
+    for proj in projects:
         folder = root / proj
-        if not folder.is_dir():
-            continue
-        others = set(PROJECTS) - {proj}
+        others = set(projects) - {proj}
         for py in sorted(folder.rglob("*.py")):
             try:
                 tree = ast.parse(py.read_text(), filename=str(py))

@@ -1,9 +1,12 @@
 """Compare measured results with the papers' numbers.
 
-    python -m common.compare ecrl        # print ecrl's table
-    python -m common.compare --all       # print every project's table
+    python -m common.compare ecrl                  # print ecrl's table
+    python -m common.compare --all                 # print every project's table
+    python -m common.compare ecrl --markdown       # only the Markdown of ecrl (what the README embeds)
+    python -m common.compare ecrl --update-readme  # write it between the README's compare markers
 
-Either way ``results/summary.md`` is regenerated for all projects.
+Except with ``--markdown``/``--update-readme``, ``results/summary.md`` is regenerated for all
+projects. Projects are the folders with a ``paper.yaml`` (:mod:`common.projects`).
 
 Statuses (per paper entry, or per measured metric without one):
 
@@ -15,7 +18,9 @@ Statuses (per paper entry, or per measured metric without one):
 * ``no paper value``  measured on the paper's dataset, but the paper value is unknown (null)
 * ``not run``         the paper reports a value and nothing was measured on that dataset/split
 
-Measured values are the mean ± sample std over seeds (the latest result per seed).
+Measured values are the mean ± sample std over seeds (the latest result per seed). Below the
+table: the reference baselines measured beside the method, per-subset metrics, and the paper's
+``context`` entries (other methods' numbers, never given a status).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from common.results import find_results, load_paper_yaml, mean_std
+from common.projects import discover
+from common.results import find_results, load_paper_yaml, mean_std, subset_entry
 from common.run import REPO_ROOT, runs_root
 
-PROJECTS = ("pros", "ecrl", "mhst", "ssrn", "mgslnet", "dscnet", "migperf", "dmba", "lns_parsing", "dal_gan")
+README_BEGIN, README_END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
 def status_for(paper_value, measured_mean, tolerance, comparable: bool = True) -> str:
@@ -63,7 +69,8 @@ def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None,
     """Rows of the comparison table, and extra Markdown blocks (baselines). ``configs``: a
     comma-separated list of glob patterns; only results of matching config names are used."""
     paper_path = root / project / "paper.yaml"
-    entries = load_paper_yaml(paper_path)["results"] if paper_path.is_file() else []
+    paper = load_paper_yaml(paper_path) if paper_path.is_file() else {}
+    entries = paper.get("results", [])
     groups: dict[tuple, list[dict]] = defaultdict(list)
     if runs is None:
         runs = runs_root() if root == REPO_ROOT else root / "runs"
@@ -124,7 +131,43 @@ def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None,
                 cells.append(_fmt(*mean_std(bv), len(bv)) if bv else "—")
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
+    blocks += [b for (ds, sp, cfg), recs in sorted(groups.items()) if (b := _subset_block(project, ds, sp, cfg, recs))]
+    if paper.get("context"):
+        blocks.append(_context_block(paper["context"]))
     return rows, blocks
+
+
+def _subset_block(project: str, ds: str, sp: str, cfg: str, recs: list[dict]) -> str | None:
+    """Per-subset metrics (results.json ``subsets``): one row per subset x method/baseline."""
+    names = list(dict.fromkeys(n for r in recs for n in r.get("subsets", {})))
+    if not names:
+        return None
+    metrics = list(dict.fromkeys(m for r in recs for n in names
+                                 for m in subset_entry(r["subsets"].get(n, {}))[1]))
+    lines = [f"Per subset on `{ds}`/{sp} (config `{cfg}`, {len(recs)} seed(s)), mean ± std over seeds:", "",
+             "| subset | n | method | " + " | ".join(metrics) + " |", "|" + "---|" * (3 + len(metrics))]
+    for n in names:
+        entries = [subset_entry(r["subsets"][n]) for r in recs if n in r.get("subsets", {})]
+        count = entries[0][0] if entries and entries[0][0] is not None else "—"
+        methods = [project] + list(dict.fromkeys(b for e in entries for b in e[2]))
+        for meth in methods:
+            cells = []
+            for m in metrics:
+                vals = [(e[1] if meth == project else e[2].get(meth, {})).get(m) for e in entries]
+                vals = [v for v in vals if v is not None]
+                cells.append(_fmt(*mean_std(vals), len(vals)) if vals else "—")
+            lines.append(f"| {n} | {count} | {meth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _context_block(ctx: list[dict]) -> str:
+    """The paper.yaml ``context`` entries: other methods' reported numbers, with source and tag."""
+    lines = ["Context (other methods' reported numbers; no status, not measured here):", "",
+             "| method | dataset | split | metric | value | tag | source |", "|---|---|---|---|---|---|---|"]
+    for e in ctx:
+        lines.append(f"| {e['method']} | {e['dataset']} | {e['split']} | {e['metric']} | {e['value']:g} | "
+                     f"{e.get('tag', '')} | {e['source']} |")
+    return "\n".join(lines)
 
 
 HEADER = ["dataset", "split", "config", "metric", "paper (source)", "measured mean ± std", "delta", "status"]
@@ -162,7 +205,19 @@ def render_project(project: str, root: Path = REPO_ROOT, runs: Path | None = Non
 
 
 def existing_projects(root: Path = REPO_ROOT) -> list[str]:
-    return [p for p in PROJECTS if (root / p).is_dir()]
+    return discover(root)
+
+
+def update_readme(project: str, text: str, root: Path = REPO_ROOT) -> Path:
+    """Replace what stands between the README's compare markers with ``text``."""
+    path = root / project / "README.md"
+    doc = path.read_text()
+    if README_BEGIN not in doc or README_END not in doc:
+        raise SystemExit(f"{path}: no '{README_BEGIN}' ... '{README_END}' markers; add them under '## Results'")
+    head, rest = doc.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_BEGIN}\n{text.rstrip()}\n{README_END}{tail}")
+    return path
 
 
 def write_summary(root: Path = REPO_ROOT, runs: Path | None = None) -> Path:
@@ -184,18 +239,28 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default=None, metavar="GLOB[,GLOB]",
                     help="print only results whose config name matches (e.g. 'synthetic-*'); the summary keeps all")
     ap.add_argument("--runs", default=None, help="runs folder (default $RUNS_ROOT or <repo>/runs)")
+    ap.add_argument("--markdown", action="store_true", help="print only the Markdown (no summary file)")
+    ap.add_argument("--update-readme", action="store_true",
+                    help=f"write the table into <project>/README.md between {README_BEGIN} and {README_END}")
     a = ap.parse_args(argv)
     runs = Path(a.runs) if a.runs else None
     if not a.all and not a.project:
         ap.error("give a PROJECT or --all")
-    if a.project and not (REPO_ROOT / a.project).is_dir():
-        print(f"no project folder {a.project!r}; projects here: {existing_projects()}", file=sys.stderr)
+    if a.project and a.project not in existing_projects():
+        print(f"no project {a.project!r} (a folder with a paper.yaml); projects here: {existing_projects()}",
+              file=sys.stderr)
         return 2
     projects = existing_projects() if a.all else [a.project]
     for p in projects:
-        print(render_project(p, REPO_ROOT, runs, a.configs))
-    path = write_summary(REPO_ROOT, runs)
-    print(f"(written {path})")
+        text = render_project(p, REPO_ROOT, runs, a.configs)
+        if a.update_readme:
+            # the README's own '## Results' heading stands above the markers: drop the '## <p>' line
+            print(f"(updated {update_readme(p, text.split(chr(10), 1)[1].lstrip(), REPO_ROOT)})")
+        else:
+            print(text)
+    if not (a.markdown or a.update_readme):
+        path = write_summary(REPO_ROOT, runs)
+        print(f"(written {path})")
     return 0
 
 

@@ -19,6 +19,14 @@
         note: "..."
         tolerance: 1.0             # optional per-entry override
         lower_is_better: false     # optional, for the table's delta sign
+    context:                       # optional: other methods' numbers, printed, never given a status
+      - {method: EaTR, dataset: charades_sta, split: test, metric: R1@0.5, value: 68.47,
+         source: "...", tag: "fully supervised"}
+    anatomy:                       # optional: files of the project anatomy that do not apply
+      not_applicable: {losses.py: "a benchmark harness: nothing is trained"}
+
+``results.json`` may carry ``subsets``: ``{subset: {"n": N, "metrics": {...}, "baselines": {b: {...}}}}``
+(or the short form ``{subset: {metric: value}}``); :mod:`common.compare` shows them per subset.
 """
 
 from __future__ import annotations
@@ -110,6 +118,22 @@ def load_paper_yaml(path: str | Path) -> dict:
             if not e.get("source"):
                 raise PaperYamlError(f"{where}: a reported value needs its 'source'")
         e.setdefault("tolerance", default_tol)
+    ctx = data.get("context") or []
+    if not isinstance(ctx, list):
+        raise PaperYamlError(f"{path}: 'context' must be a list of entries")
+    for i, e in enumerate(ctx):
+        where = f"{path}: context[{i}]"
+        for k in ("method", "dataset", "split", "metric", "source"):
+            if not e.get(k):
+                raise PaperYamlError(f"{where}: missing {k!r} (a context number needs its method and source)")
+        if not isinstance(e.get("value"), (int, float)) or isinstance(e.get("value"), bool):
+            raise PaperYamlError(f"{where}: value must be a number")
+    na = (data.get("anatomy") or {}).get("not_applicable") or {}
+    if not isinstance(na, dict):
+        raise PaperYamlError(f"{path}: anatomy.not_applicable must map a file name to the reason")
+    for f, why in na.items():
+        if not isinstance(why, str) or not why.strip():
+            raise PaperYamlError(f"{path}: anatomy.not_applicable[{f!r}] needs a reason")
     return data
 
 
@@ -126,6 +150,13 @@ def find_results(project: str, runs: str | Path | None = None) -> list[dict]:
         rec["_path"] = str(p)
         out.append(rec)
     return out
+
+
+def subset_entry(v: Mapping) -> tuple[int | None, dict, dict]:
+    """(n, metrics, baselines) of one results.json ``subsets`` entry, long or short form."""
+    if "metrics" in v:
+        return v.get("n"), dict(v["metrics"]), dict(v.get("baselines", {}))
+    return v.get("n"), {k: x for k, x in v.items() if k != "n"}, {}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

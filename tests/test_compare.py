@@ -86,9 +86,6 @@ def test_results_json_schema_and_summary(tmp_path, monkeypatch):
     rec = read_results(next(runs.glob("demo/synthetic/*/results.json")))
     for k in ("project", "config", "dataset", "split", "seed", "metrics", "git_sha", "wall_time_s"):
         assert k in rec
-    import common.compare as cmp
-
-    monkeypatch.setattr(cmp, "PROJECTS", ("demo",))
     path = write_summary(root, runs)
     assert path == root / "results" / "summary.md" and "## demo" in path.read_text()
 
@@ -125,3 +122,40 @@ def test_render_pivots_not_comparable_results(tmp_path):
     assert "| charades_sta | test | charades_i3d | R1@0.5 | 50 (Table 1) | 50.00 ± 1.41 (n=2) | +0.00 | reproduced |" in text
     assert "Measured on `synthetic`/test — not comparable" in text
     assert "| metric | synthetic |\n|---|---|\n| R1@0.5 | 70.00 ± 0.00 (n=1) |" in text
+
+
+def test_context_subsets_and_readme_markers(tmp_path):
+    from common.compare import README_BEGIN, README_END, update_readme
+
+    root, runs = _workspace(tmp_path)
+    paper = yaml.safe_load((root / "demo" / "paper.yaml").read_text())
+    paper["context"] = [{"method": "EaTR", "dataset": "charades_sta", "split": "test", "metric": "R1@0.5",
+                         "value": 68.47, "source": "X, Table 1", "tag": "fully supervised"}]
+    (root / "demo" / "paper.yaml").write_text(yaml.safe_dump(paper))
+    for seed, v in ((0, 40.0), (1, 44.0)):
+        d = runs / "demo" / "synthetic" / f"u-s{seed}"
+        d.mkdir(parents=True)
+        write_results(d, project="demo", config="synthetic", dataset="synthetic", split="test", seed=seed,
+                      metrics={"R1@0.5": 70.0}, wall_time_s=1.0,
+                      subsets={"short": {"n": 12, "metrics": {"R1@0.5": v}, "baselines": {"bow": {"R1@0.5": 5.0}}}})
+    text = render_project("demo", root, runs)
+    assert "| short | 12 | demo | 42.00 ± 2.83 (n=2) |" in text
+    assert "| short | 12 | bow | 5.00 ± 0.00 (n=2) |" in text
+    assert "| EaTR | charades_sta | test | R1@0.5 | 68.47 | fully supervised | X, Table 1 |" in text
+    assert "EaTR" not in "".join(r[2] for r in project_rows("demo", root, runs)[0])  # no status row
+    readme = root / "demo" / "README.md"
+    readme.write_text(f"# demo\n## Results\n{README_BEGIN}\nold\n{README_END}\n## Deviations\n")
+    update_readme("demo", "new table", root)
+    assert readme.read_text() == f"# demo\n## Results\n{README_BEGIN}\nnew table\n{README_END}\n## Deviations\n"
+
+
+def test_paper_yaml_context_and_anatomy_validation(tmp_path):
+    p = tmp_path / "paper.yaml"
+    base = {"results": []}
+    p.write_text(yaml.safe_dump({**base, "context": [{"method": "A", "dataset": "d", "split": "s",
+                                                       "metric": "m", "value": 1.0}]}))
+    with pytest.raises(PaperYamlError, match="source"):
+        load_paper_yaml(p)
+    p.write_text(yaml.safe_dump({**base, "anatomy": {"not_applicable": {"losses.py": ""}}}))
+    with pytest.raises(PaperYamlError, match="reason"):
+        load_paper_yaml(p)

@@ -10,8 +10,11 @@ def test_no_project_imports_another():
 
 
 def test_checker_catches_cross_imports(tmp_path):
-    (tmp_path / "ecrl").mkdir()
-    (tmp_path / "ssrn").mkdir()
+    for proj in ("ecrl", "ssrn"):
+        (tmp_path / proj).mkdir()
+        (tmp_path / proj / "paper.yaml").write_text("results: []\n")
+    (tmp_path / "notes").mkdir()  # no paper.yaml: not a project, so importing it is not checked
+    (tmp_path / "notes" / "x.py").write_text("import ecrl\n")
     (tmp_path / "ecrl" / "ok.py").write_text("import common.config\nfrom common import run\ns = 'import ssrn'\n")
     (tmp_path / "ecrl" / "bad.py").write_text("import os\nfrom ssrn.model import Net\n")
     (tmp_path / "ssrn" / "bad2.py").write_text("import ecrl\n")
