@@ -1,5 +1,4 @@
-import sys
-
+"""``python -m migperf info|plan|apply|reset|run|report`` (see :mod:`migperf.cli`)."""
 from migperf.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -5,8 +5,8 @@
    per-iteration cost in µs, and (b) on a ~10 ms matmul step, A/B interleaved, median of the
    ratios; the target is < 1 % at 10 ms per iteration.
 2. The sampler thread's cost at 10 ms and 100 ms intervals: CPU µs per tick (CPU probes, and
-   the NVML probes against the fake pynvml, i.e. migperf's Python side only) and the slowdown of
-   the 10 ms step while the thread runs.
+   the NVML probes against :mod:`migperf.fakes`' pynvml, i.e. migperf's Python side only) and the
+   slowdown of the 10 ms step while the thread runs.
 3. ResNet-18 (64 px, batch 16): training samples/s, inference samples/s, peak memory, achieved
    FLOP/s as a fraction of a matmul peak measured in the same process (common.bench).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -120,7 +119,7 @@ def main(argv=None) -> int:
                         "harness_cpu_ms": ch / iters * 1e3, "overhead_cpu_pct": (cratio - 1) * 100}
 
     # 2. sampler cost
-    from migperf.tests import fake_pynvml as fake
+    from migperf import fakes as fake
     gpu = fake.a100_80gb(mig=True)
     fake_nv = fake.make_module([gpu], clock=time.perf_counter)
     samplers = {"cpu": nvml.cpu_sampler,
@@ -184,4 +183,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

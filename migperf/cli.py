@@ -4,7 +4,7 @@
   plan   --gpu G --layout L  validate a MIG layout and print the nvidia-smi commands
   apply  --gpu-index N --layout L --yes    create the layout (root; MIG mode already on)
   reset  --gpu-index N --yes               destroy every compute and GPU instance
-  run    SPEC.yaml           run the benchmark matrix; one JSON record per cell → results.jsonl
+  run    [SPEC.yaml]         run the benchmark matrix (default configs/synthetic.yaml) → results.jsonl
   report RESULTS.jsonl...    Markdown + CSV tables, PNG plots, paper-comparison ratios
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from migperf.profiles import GPUS, LayoutError, gpu_model, plan_layout, render_plan
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_SPEC = HERE / "configs" / "synthetic.yaml"
 
 
 def cmd_info(a) -> int:
@@ -27,6 +28,9 @@ def cmd_info(a) -> int:
 
     nv, why = nvml.load_nvml()
     if nv is None:
+        if a.json:
+            print(json.dumps({"nvml": False, "why": why, "driver": None, "gpus": []}, indent=2))
+            return 0
         print(f"no NVIDIA GPU visible: {why}")
         print("migperf still runs CPU cells (devices: cpu, cpu:K, cpu:K-M).")
         return 0
@@ -75,15 +79,16 @@ def cmd_run(a) -> int:
     from common.run import environment, new_run_dir
     from migperf import nvml
     from migperf.runner import run_spec
-    from migperf.spec import SpecError, expand, load_spec
+    from migperf.spec import SpecError, device_kind, expand, load_spec
 
+    a.spec = a.spec or str(DEFAULT_SPEC)
     try:
-        spec = load_spec(a.spec)
+        spec = load_spec(a.spec, a.overrides)
         uuids = None
-        if any(d == "mig:all" for e in spec["experiments"] for d in e["devices"]):
+        if any(device_kind(d) == "mig:list" for e in spec["experiments"] for d in e["devices"]):
             nv, why = nvml.load_nvml()
             uuids = nvml.list_mig_uuids(nv) if nv is not None else []
-        groups = expand(spec, uuids)
+        groups = expand(spec, uuids, quick=a.quick)
     except SpecError as e:
         print(f"run: {e}", file=sys.stderr)
         return 2
@@ -104,7 +109,7 @@ def cmd_run(a) -> int:
     (run_dir / "env.json").write_text(json.dumps(environment("parent"), indent=2) + "\n")
     out = Path(a.out) if a.out else run_dir / "results.jsonl"
     t0 = time.time()
-    recs = run_spec(spec, out, uuids, timeout_s=a.cell_timeout_s, resume=bool(a.resume))
+    recs = run_spec(spec, out, uuids, timeout_s=a.cell_timeout_s, resume=bool(a.resume), quick=a.quick)
     if a.resume:
         from migperf.report import latest_per_cell
         recs = latest_per_cell([json.loads(line) for line in out.read_text().splitlines() if line.strip()])
@@ -190,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_reset)
 
     p = sub.add_parser("run", help="run a benchmark spec")
-    p.add_argument("spec")
+    p.add_argument("spec", nargs="?", default=None, help=f"spec YAML (default {DEFAULT_SPEC.relative_to(HERE.parent)})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. --set defaults.stop.max_time_s=5")
+    p.add_argument("--quick", action="store_true",
+                   help="open-loop cells run for the spec's durations; results say they do NOT meet MLPerf "
+                        "LoadGen's Server rules (600 s minimum, early stopping)")
     p.add_argument("--out", default=None, help="JSONL to append to (default <run dir>/results.jsonl)")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--runs-root", default=None)
@@ -221,3 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     return a.fn(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

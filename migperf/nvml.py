@@ -2,13 +2,14 @@
 and the background metric sampler used by every benchmark cell.
 
 All NVML access goes through a module object ``nv`` (the real ``pynvml`` or the fake in
-``migperf/tests/fake_pynvml.py``), so every path here is unit-tested without a GPU.
+:mod:`migperf.fakes`), so every path here is unit-tested without a GPU.
 
 Scope of each metric under MIG (NVML reference; research note §11): memory info works on a MIG
 device handle (per instance); power, energy, temperature and clocks exist only for the parent
 board (reported with ``scope: "whole-board"``); utilisation rates are not supported on
 MIG-enabled GPUs (recorded as unsupported, never as 0); per-instance activity comes from GPM
-(Hopper+) via ``nvmlGpmMigSampleGet`` when the driver offers it.
+(Hopper+) via ``nvmlGpmMigSampleGet`` when the driver offers it, or from DCGM
+(:mod:`migperf.dcgm`, A100/A30 and newer) when an exporter or ``dcgmi`` is reachable.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _try(fn: Callable, *a, default=None):
 
 PROFILE_CONSTS = ("NVML_GPU_INSTANCE_PROFILE_1_SLICE", "NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1",
                   "NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2", "NVML_GPU_INSTANCE_PROFILE_2_SLICE",
+                  "NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1",  # A30's 2g.12gb+me
                   "NVML_GPU_INSTANCE_PROFILE_3_SLICE", "NVML_GPU_INSTANCE_PROFILE_4_SLICE",
                   "NVML_GPU_INSTANCE_PROFILE_6_SLICE", "NVML_GPU_INSTANCE_PROFILE_7_SLICE",
                   "NVML_GPU_INSTANCE_PROFILE_8_SLICE")
@@ -125,11 +127,18 @@ def format_info(d: dict) -> str:
 # ---- sampling --------------------------------------------------------------------------------
 @dataclass
 class Probe:
+    """One source of samples. ``fn`` returns a number, ``None`` (no sample this tick) or a dict
+    ``{metric: number}`` (a source that reads several metrics at once, e.g. GPM or DCGM).
+    ``on_start`` runs when the sampler starts (a first GPM sample, a dmon subprocess);
+    ``on_stop`` when it stops; ``unsupported`` returns per-metric failures ``{metric: why}``."""
     name: str
-    fn: Callable[[], float]
+    fn: Callable[[], object]
     scope: str                 # "mig-instance" | "whole-board" | "device" | "process"
     unit: str
     note: str = ""
+    on_start: Callable[[], None] | None = None
+    on_stop: Callable[[], None] | None = None
+    unsupported: Callable[[], dict] | None = None
 
 
 @dataclass
@@ -148,6 +157,7 @@ class Sampler:
 
     def __post_init__(self):
         self.samples: dict[str, list[tuple[float, float]]] = {p.name: [] for p in self.probes}
+        self.meta: dict[str, Probe] = {p.name: p for p in self.probes}
         self.unsupported: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,12 +169,19 @@ class Sampler:
         t = self.clock()
         for p in list(self.probes):
             try:
-                v = float(p.fn())
+                v = p.fn()
             except Exception as e:  # NVMLError_NotSupported etc.
                 self.unsupported[p.name] = f"{type(e).__name__}: {e}"
                 self.probes.remove(p)
                 continue
-            self.samples[p.name].append((t, v))
+            if v is None:
+                continue
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    self.samples.setdefault(k, []).append((t, float(x)))
+                    self.meta[k] = p
+            else:
+                self.samples[p.name].append((t, float(v)))
         self.n_ticks += 1
 
     def _loop(self):
@@ -174,9 +191,17 @@ class Sampler:
 
     def start(self) -> Sampler:
         self.t0 = self.clock()
+        for p in list(self.probes):
+            if p.on_start is None:
+                continue
+            try:
+                p.on_start()
+            except Exception as e:  # the first GPM sample, a dmon that will not start, ...
+                self.unsupported[p.name] = f"{type(e).__name__}: {e}"
+                self.probes.remove(p)
         if self.energy is not None:
             try:
-                self._e0 = float(self.energy())
+                self._e0, self._w0 = float(self.energy()), time.time()
             except Exception as e:
                 self.unsupported["energy_j"] = f"{type(e).__name__}: {e}"
                 self.energy = None
@@ -190,9 +215,15 @@ class Sampler:
         if self._thread is not None:
             self._thread.join()
         self.t1 = self.clock()
+        for p in self.probes:
+            if p.on_stop is not None:
+                try:
+                    p.on_stop()
+                except Exception as e:
+                    self.unsupported[p.name] = f"{type(e).__name__}: {e}"
         if self.energy is not None:
             try:
-                self._e1 = float(self.energy())
+                self._e1, self._w1 = float(self.energy()), time.time()
             except Exception as e:
                 self.unsupported["energy_j"] = f"{type(e).__name__}: {e}"
         return self.summary()
@@ -200,12 +231,16 @@ class Sampler:
     def summary(self) -> dict:
         out: dict = {"interval_s": self.interval_s, "ticks": self.n_ticks, "metrics": {},
                      "unsupported": dict(self.unsupported), "notes": dict(self.notes)}
-        scopes = {p.name: p for p in self.probes}
+        for p in self.meta.values():
+            if p.unsupported is not None:
+                for k, why in p.unsupported().items():
+                    if not self.samples.get(k):
+                        out["unsupported"][k] = why
         for name, s in self.samples.items():
             if not s:
                 continue
             vals = [v for _, v in s]
-            p = scopes.get(name)
+            p = self.meta.get(name)
             out["metrics"][name] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals),
                                     "n": len(vals), "scope": p.scope if p else "unknown",
                                     "unit": p.unit if p else ""}
@@ -213,7 +248,8 @@ class Sampler:
                 out["metrics"][name]["note"] = p.note
         if self._e0 is not None and self._e1 is not None:
             out["metrics"]["energy_j"] = {"value": (self._e1 - self._e0) / 1000.0, "scope": self.energy_scope,
-                                          "unit": "J", "method": "NVML total-energy counter delta"}
+                                          "unit": "J", "method": "NVML total-energy counter delta",
+                                          "counter_mj": [self._e0, self._e1], "wall": [self._w0, self._w1]}
         elif "power_w" in self.samples and len(self.samples["power_w"]) >= 2:
             s = self.samples["power_w"]
             e = sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in zip(s, s[1:]))
@@ -254,41 +290,89 @@ def cpu_sampler(interval_s: float) -> Sampler:
     return Sampler(_cpu_probes(), interval_s, notes={"backend": "cpu: no NVML; process CPU and RSS only"})
 
 
-def _gpm_probe(nv, parent, gi_id: int | None, metric: str) -> Probe | None:
-    """SM utilisation from GPM between consecutive samples (Hopper+); per GPU instance on MIG."""
-    try:
-        sup = nv.nvmlGpmQueryDeviceSupport(parent)
-        if not sup.isSupportedDevice:
-            return None
-    except Exception:
-        return None
-    mid = getattr(nv, f"NVML_GPM_METRIC_{metric}")
-    state = {"prev": None}
+# GPM metrics collected on Hopper+ (nvidia-ml-py NVML_GPM_METRIC_* names) and the DCGM field
+# each corresponds to (migperf.dcgm.FIELDS): graphics-engine activity is the GRACT analogue.
+GPM_METRICS = {"gract": "GRAPHICS_UTIL", "smact": "SM_UTIL", "smocc": "SM_OCCUPANCY", "tensor": "ANY_TENSOR_UTIL",
+               "drama": "DRAM_BW_UTIL", "fp64": "FP64_UTIL", "fp32": "FP32_UTIL", "fp16": "FP16_UTIL"}
+GPM_MIN_INTERVAL_S = 0.1   # NVML reference, nvmlGpmMetricsGet: samples must be more than 100 ms apart
 
-    def take():
-        s = nv.nvmlGpmSampleAlloc()
-        if gi_id is None:
-            nv.nvmlGpmSampleGet(parent, s)
-        else:
-            nv.nvmlGpmMigSampleGet(parent, gi_id, s)
+
+class GpmReader:
+    """GPM between consecutive samples, per GPU instance on MIG (``nvmlGpmMigSampleGet``) or for
+    the whole device. The first sample is taken in :meth:`start` (a failure there disables GPM
+    for the cell and says why, it never fails the cell); :meth:`read` returns ``None`` until
+    ``min_interval_s`` has passed since the previous sample, so every interval NVML sees is
+    > 100 ms whatever the sampler's interval; each metric's own return code is checked, and a
+    failed metric is left out of that interval (and reported), never entered as 0."""
+
+    def __init__(self, nv, parent, gi_id: int | None, metrics: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.perf_counter, min_interval_s: float = GPM_MIN_INTERVAL_S):
+        self.nv, self.parent, self.gi_id, self.clock, self.min_interval_s = nv, parent, gi_id, clock, min_interval_s
+        self.metrics = {k: getattr(nv, f"NVML_GPM_METRIC_{v}") for k, v in (metrics or GPM_METRICS).items()
+                        if hasattr(nv, f"NVML_GPM_METRIC_{v}")}
+        self.prev = None
+        self.prev_t = None
+        self.failures: dict[str, str] = {}
+
+    def _take(self):
+        s = self.nv.nvmlGpmSampleAlloc()
+        try:
+            if self.gi_id is None:
+                self.nv.nvmlGpmSampleGet(self.parent, s)
+            else:
+                self.nv.nvmlGpmMigSampleGet(self.parent, self.gi_id, s)
+        except Exception:
+            _try(self.nv.nvmlGpmSampleFree, s)
+            raise
         return s
 
-    state["prev"] = take()
+    def start(self) -> None:
+        self.prev, self.prev_t = self._take(), self.clock()
 
-    def read():
-        cur = take()
-        mg = nv.c_nvmlGpmMetricsGet_t()
-        mg.version = nv.NVML_GPM_METRICS_GET_VERSION
-        mg.numMetrics = 1
-        mg.sample1, mg.sample2 = state["prev"], cur
-        mg.metrics[0].metricId = mid
-        nv.nvmlGpmMetricsGet(mg)
-        _try(nv.nvmlGpmSampleFree, state["prev"])
-        state["prev"] = cur
-        return mg.metrics[0].value
+    def read(self) -> dict | None:
+        now = self.clock()
+        if self.prev is None or now - self.prev_t < self.min_interval_s:
+            return None
+        cur = self._take()
+        names = list(self.metrics)
+        mg = self.nv.c_nvmlGpmMetricsGet_t()
+        mg.version = self.nv.NVML_GPM_METRICS_GET_VERSION
+        mg.numMetrics = len(names)
+        mg.sample1, mg.sample2 = self.prev, cur
+        for k, n in enumerate(names):
+            mg.metrics[k].metricId = self.metrics[n]
+        try:
+            self.nv.nvmlGpmMetricsGet(mg)
+        finally:
+            _try(self.nv.nvmlGpmSampleFree, self.prev)
+            self.prev, self.prev_t = cur, now
+        out = {}
+        for k, n in enumerate(names):
+            rc = int(mg.metrics[k].nvmlReturn)
+            if rc != 0:
+                self.failures[f"gpm_{n}_pct"] = f"nvmlGpmMetricsGet returned {rc} for {GPM_METRICS.get(n, n)}"
+                continue
+            out[f"gpm_{n}_pct"] = float(mg.metrics[k].value)
+        return out
 
+    def stop(self) -> None:
+        if self.prev is not None:
+            _try(self.nv.nvmlGpmSampleFree, self.prev)
+            self.prev = None
+
+
+def gpm_probe(nv, parent, gi_id: int | None, clock=time.perf_counter) -> tuple[Probe | None, str | None]:
+    """A probe over :class:`GpmReader`, or ``(None, why)`` where the device has no GPM."""
+    try:
+        sup = nv.nvmlGpmQueryDeviceSupport(parent)
+    except Exception as e:
+        return None, f"GPM query failed ({type(e).__name__}: {e})"
+    if not sup.isSupportedDevice:
+        return None, "GPM not supported on this device (GPM is Hopper and newer; A100/A30 have none)"
+    r = GpmReader(nv, parent, gi_id, clock=clock)
     scope = "mig-instance" if gi_id is not None else "device"
-    return Probe(f"gpm_{metric.lower()}_pct", read, scope, "%", "NVML GPM")
+    return Probe("gpm", r.read, scope, "%", "NVML GPM" + (f", GPU instance {gi_id}" if gi_id is not None else ""),
+                 on_start=r.start, on_stop=r.stop, unsupported=lambda: dict(r.failures)), None
 
 
 def resolve_handle(nv, device: str):
@@ -303,7 +387,8 @@ def resolve_handle(nv, device: str):
     return h, h, None
 
 
-def gpu_sampler(nv, device: str, interval_s: float) -> Sampler:
+def gpu_sampler(nv, device: str, interval_s: float, extra: list[Probe] = (), clock=time.perf_counter) -> Sampler:
+    """NVML probes for ``device`` (+ ``extra``, e.g. the DCGM probe of :mod:`migperf.dcgm`)."""
     h, parent, gi = resolve_handle(nv, device)
     mig = gi is not None
     board = "whole-board" if mig else "device"
@@ -319,18 +404,19 @@ def gpu_sampler(nv, device: str, interval_s: float) -> Sampler:
     notes = {"backend": "nvml", "device": device}
     if mig:
         notes["utilization"] = ("nvmlDeviceGetUtilizationRates is not supported on MIG-enabled GPUs; "
-                                "per-instance activity is GPM SM utilisation where the driver offers it")
+                                "per-instance activity comes from GPM (Hopper+) or DCGM (migperf.dcgm)")
         notes["mig_gi_id"] = gi
     else:
         probes.append(Probe("gpu_util_pct", lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu, "device", "%"))
         probes.append(Probe("mem_util_pct", lambda: nv.nvmlDeviceGetUtilizationRates(h).memory, "device", "%"))
-    gpm = _gpm_probe(nv, parent, gi, "SM_UTIL")
+    gpm, why = gpm_probe(nv, parent, gi, clock=clock)
     if gpm is not None:
         probes.append(gpm)
     else:
-        notes["gpm"] = "GPM not supported on this device/driver (pre-Hopper or unavailable)"
+        notes["gpm"] = why
+    probes += list(extra)
     s = Sampler(probes, interval_s, energy=lambda: nv.nvmlDeviceGetTotalEnergyConsumption(parent),
-                energy_scope=board, notes=notes)
+                energy_scope=board, notes=notes, clock=clock)
     if mig:
         s.notes["energy"] = "whole-board energy: includes every other instance's work during the cell"
     return s
@@ -340,7 +426,8 @@ def device_environment(nv, device: str) -> dict:
     """Driver, GPU name, MIG profile and GI/CI ids of a device, for the result record."""
     h, parent, gi = resolve_handle(nv, device)
     env = {"driver": _try(lambda: _s(nv.nvmlSystemGetDriverVersion())), "gpu_name": _s(nv.nvmlDeviceGetName(parent)),
-           "gpu_uuid": _s(nv.nvmlDeviceGetUUID(parent)), "mig": gi is not None,
+           "gpu_uuid": _s(nv.nvmlDeviceGetUUID(parent)), "gpu_index": _try(nv.nvmlDeviceGetIndex, parent),
+           "mig": gi is not None,
            "power_limit_w": _try(lambda: nv.nvmlDeviceGetPowerManagementLimit(parent) / 1000.0)}
     if gi is not None:
         name = _s(nv.nvmlDeviceGetName(h))
@@ -358,3 +445,14 @@ def list_mig_uuids(nv) -> list[str]:
         if mode and mode[0]:
             out += [m["uuid"] for m in mig_devices(nv, h)]
     return out
+
+
+def gpu_processes(nv, device: str) -> list[dict] | None:
+    """Compute processes NVML sees on ``device`` (a MIG device: that instance only), or ``None``
+    when NVML cannot say (MIG process queries need root on some drivers)."""
+    try:
+        h, _, _ = resolve_handle(nv, device)
+        return [{"pid": int(p.pid), "used_mib": (int(p.usedGpuMemory) // 2**20) if p.usedGpuMemory else None}
+                for p in nv.nvmlDeviceGetComputeRunningProcesses(h)]
+    except Exception:
+        return None

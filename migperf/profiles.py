@@ -9,8 +9,9 @@ and every instance gets a placement with no memory-slice overlap. :func:`plan_la
 placements by backtracking (largest first) and :func:`plan_commands` turns them into the exact
 ``nvidia-smi mig`` argument lists.
 
-Profile IDs, counts and placements for A100-40GB/80GB and A30 follow NVIDIA's MIG user guide
-(``-lgip`` / ``-lgipp`` tables). H100-80GB and H200 are marked RECONSTRUCTED below.
+Profile IDs, counts and placements follow NVIDIA's MIG user guide (``-lgip`` / ``-lgipp``
+tables) and the public ``-lgip`` captures listed in ``captures/README.md``; each board says its
+source, and values no capture shows are marked ``confirmed=False`` (``RECONSTRUCTED`` below).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Profile:
     size: int            # memory slices occupied
     starts: tuple[int, ...]  # allowed first memory slice
     max_count: int       # "Instances Total" in -lgip
-    memory_gib: float    # usable memory as -lgip reports it (approximate for RECONSTRUCTED GPUs)
-    sms: int
+    memory_gib: float    # usable memory as -lgip reports it
+    sms: int | None      # SMs as -lgip reports them (None: not known for this board)
+    confirmed: bool = True  # False: memory/SMs not seen in a capture (see GpuModel.source)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class GpuModel:
     memory_slices: int
     profiles: tuple[Profile, ...] = field(default_factory=tuple)
     aliases: tuple[str, ...] = ()
+    source: str = ""     # where the table comes from (a capture, the MIG user guide, or RECONSTRUCTED)
 
     def profile(self, key: str) -> Profile:
         for p in self.profiles:
@@ -49,51 +52,94 @@ class GpuModel:
         raise LayoutError(f"{self.name} has no MIG profile {key!r}; valid: "
                           + ", ".join(f"{p.name} (ID {p.id})" for p in self.profiles))
 
+    @property
+    def reconstructed(self) -> bool:
+        return not all(p.confirmed for p in self.profiles)
 
-def _a100_like(name, mem, aliases=(), mem_gib=None) -> GpuModel:
-    """A100/H100/H200 family: 7 compute slices, 8 memory slices, identical placement rules."""
-    m1, m2, m4, m8 = mem  # profile memory names for 1/2/4/8 memory slices, e.g. 10/20/40/80
-    g1, g2, g4, g8 = mem_gib
-    return GpuModel(name, 7, 8, (
-        Profile(f"1g.{m1}gb", 19, 1, 1, (0, 1, 2, 3, 4, 5, 6), 7, g1, 14),
-        Profile(f"1g.{m1}gb+me", 20, 1, 1, (0, 1, 2, 3, 4, 5, 6), 1, g1, 14),
-        Profile(f"1g.{m2}gb", 15, 1, 2, (0, 2, 4, 6), 4, g2, 14),
-        Profile(f"2g.{m2}gb", 14, 2, 2, (0, 2, 4), 3, g2, 28),
-        Profile(f"3g.{m4}gb", 9, 3, 4, (0, 4), 2, g4, 42),
-        Profile(f"4g.{m4}gb", 5, 4, 4, (0,), 1, g4, 56),
-        Profile(f"7g.{m8}gb", 0, 7, 8, (0,), 1, g8, 98),
-    ), aliases)
+
+# NVML profile IDs and placements shared by every 7-compute/8-memory-slice board (A100, H100,
+# H200, GH200, H20): 1g, 1g+me, 1g with two memory slices, 2g, 3g, 4g, 7g. IDs 19/20/15/14/9/5/0
+# appear in every capture listed in captures/README.md; starts follow `nvidia-smi mig -lgipp`.
+_SEVEN = ((19, 1, 1, (0, 1, 2, 3, 4, 5, 6), 7), (20, 1, 1, (0, 1, 2, 3, 4, 5, 6), 1),
+          (15, 1, 2, (0, 2, 4, 6), 4), (14, 2, 2, (0, 2, 4), 3), (9, 3, 4, (0, 4), 2), (5, 4, 4, (0,), 1),
+          (0, 7, 8, (0,), 1))
+A100_SMS = (14, 14, 14, 28, 42, 56, 98)
+HOPPER_SMS = (16, 16, 26, 32, 60, 64, 132)   # H100 NVL, H200 and GH200-144G -lgip captures agree
+
+
+def _seven_slice(name: str, mem: tuple[str, str, str, str], gib: tuple[float, float, float, float, float],
+                 sms, aliases=(), source="", unconfirmed=()) -> GpuModel:
+    """A 7-compute/8-memory-slice board. ``mem``: profile memory names for 1/2/4/8 memory slices
+    (e.g. 10/20/40/80); ``gib``: -lgip memory for 1, 2, 4 memory slices and 7g, and 1g+me (same as
+    1g); ``unconfirmed``: profile names whose memory/SMs no capture shows."""
+    m1, m2, m4, m8 = mem
+    g1, g2, g4, g8 = gib[:4]
+    names = (f"1g.{m1}gb", f"1g.{m1}gb+me", f"1g.{m2}gb", f"2g.{m2}gb", f"3g.{m4}gb", f"4g.{m4}gb", f"7g.{m8}gb")
+    mems = (g1, g1, g2, g2, g4, g4, g8)
+    return GpuModel(name, 7, 8, tuple(
+        Profile(n, pid, c, sz, st, cnt, g, s, n not in unconfirmed)
+        for n, (pid, c, sz, st, cnt), g, s in zip(names, _SEVEN, mems, sms)), tuple(aliases), source)
 
 
 GPUS: dict[str, GpuModel] = {
-    "A100-40GB": _a100_like("A100-40GB", (5, 10, 20, 40), ("A100-SXM4-40GB", "A100-PCIE-40GB"),
-                            (4.75, 9.75, 19.62, 39.38)),
-    "A100-80GB": _a100_like("A100-80GB", (10, 20, 40, 80), ("A100-SXM4-80GB", "A100 80GB PCIe"),
-                            (9.75, 19.62, 39.50, 79.25)),
-    # RECONSTRUCTED: H100 IDs/placements assumed equal to A100-80GB (research note marks them
-    # [verify-on-device]); SM counts per slice differ on H100 (132 SMs) and are not known here.
-    "H100-80GB": _a100_like("H100-80GB", (10, 20, 40, 80), ("H100 80GB HBM3", "H100-SXM5-80GB", "H100 PCIe"),
-                            (9.75, 19.62, 39.50, 79.25)),
-    # RECONSTRUCTED: H200 profile names from NVIDIA's MIG guide table; IDs/placements assumed
-    # equal to A100/H100 (research note: [verify-on-device]).
-    "H200": _a100_like("H200", (18, 35, 71, 141), ("H200", "H200 NVL", "H200-141GB"),
-                       (16.75, 32.50, 65.50, 131.0)),
+    "A100-40GB": _seven_slice(
+        "A100-40GB", ("5", "10", "20", "40"), (4.75, 9.75, 19.62, 39.38), A100_SMS,
+        ("A100-SXM4-40GB", "A100-PCIE-40GB"), "NVIDIA MIG user guide, A100-SXM4-40GB -lgip example"),
+    "A100-80GB": _seven_slice(
+        "A100-80GB", ("10", "20", "40", "80"), (9.75, 19.62, 39.50, 79.25), A100_SMS,
+        # A100-SXM-80GB: the NVML product name on DGX A100 80GB systems
+        ("A100-SXM4-80GB", "A100-SXM-80GB", "A100 80GB PCIe", "A100-PCIE-80GB"),
+        "NVIDIA MIG user guide (A100 profile table and -lgip/-lgipp format); captures/a100_80gb_lgip.txt"),
+    # DEVIATION: memory GiB of H100-80GB profiles is taken equal to the A100-80GB's (no -lgip
+    # capture of an H100-80GB was available); IDs, placements and SMs are the Hopper captures'.
+    "H100-80GB": _seven_slice(
+        "H100-80GB", ("10", "20", "40", "80"), (9.75, 19.62, 39.50, 79.25), HOPPER_SMS,
+        ("H100 80GB HBM3", "H100-SXM5-80GB", "H100 PCIe", "H100-PCIE-80GB"),
+        "RECONSTRUCTED memory (A100-80GB values); SMs/IDs from the Hopper captures in captures/README.md",
+        unconfirmed=("1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")),
+    "H100-NVL-94GB": _seven_slice(
+        # RECONSTRUCTED: 3g/4g/7g SMs follow the other Hopper captures; 3g/4g memory 46.38 GiB is
+        # quoted in NVIDIA/mig-parted#101; the 7g.94gb memory (93.0) is a guess (no capture).
+        "H100-NVL-94GB", ("12", "24", "47", "94"), (10.75, 21.62, 46.38, 93.0), HOPPER_SMS,
+        ("H100 NVL", "H100-NVL", "H100 94GB", "H100-PCIE-94GB", "H100-SXM5-94GB"),
+        "capture: NVIDIA/gpu-operator#900 (-lgip, 1g/1g+me/1g.24gb/2g rows) + mig-parted#101; "
+        "3g/4g/7g SMs and 7g memory RECONSTRUCTED", unconfirmed=("3g.47gb", "4g.47gb", "7g.94gb")),
+    # RECONSTRUCTED: GH200's 96 GB H100 (H100-96GB, "GH200 480GB" systems): profile names from
+    # NVIDIA/mig-parted@bd7160f deployments/systemd/config-default.yaml (device 0x2342/0x233D);
+    # SMs by the Hopper pattern and memory scaled from the H100 NVL capture (no -lgip capture).
+    "GH200-96GB": _seven_slice(
+        "GH200-96GB", ("12", "24", "48", "96"), (11.0, 22.12, 47.0, 94.5), HOPPER_SMS,
+        ("GH200 480GB", "GH200", "H100-96GB", "H100 96GB", "GH200-96GB"),
+        "RECONSTRUCTED from NVIDIA/mig-parted@bd7160f config-default.yaml profile names",
+        unconfirmed=("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.48gb", "4g.48gb", "7g.96gb")),
+    # RECONSTRUCTED: H20 (96 GB) profile names from NVIDIA/mig-parted@bd7160f config-default.yaml
+    # (device 0x2329, grouped with H100-96GB); memory as GH200-96GB; SMs unknown (the H20 has fewer
+    # SMs than an H100 and no capture was available), shown as "?".
+    "H20": _seven_slice(
+        "H20", ("12", "24", "48", "96"), (11.0, 22.12, 47.0, 94.5), (None,) * 7,
+        ("H20", "H20-96GB"),
+        "RECONSTRUCTED from NVIDIA/mig-parted@bd7160f config-default.yaml profile names; SMs unknown",
+        unconfirmed=("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.48gb", "4g.48gb", "7g.96gb")),
+    "H200": _seven_slice(
+        "H200", ("18", "35", "71", "141"), (16.00, 32.25, 69.50, 139.75), HOPPER_SMS,
+        ("H200", "H200 NVL", "H200-141GB", "H200-SXM5-141GB"),
+        "capture: NVIDIA/mig-parted#120 (-lgip on an H200, driver R550); captures/h200_lgip.txt"),
     "A30": GpuModel("A30", 4, 4, (
         Profile("1g.6gb", 14, 1, 1, (0, 1, 2, 3), 4, 5.81, 14),
         Profile("1g.6gb+me", 21, 1, 1, (0, 1, 2, 3), 1, 5.81, 14),
         Profile("2g.12gb", 5, 2, 2, (0, 2), 2, 11.69, 28),
         Profile("2g.12gb+me", 6, 2, 2, (0, 2), 1, 11.69, 28),
         Profile("4g.24gb", 0, 4, 4, (0,), 1, 23.44, 56),
-    ), ("A30-24GB",)),
+    ), ("A30-24GB",), "NVIDIA MIG user guide, A30 profile table; captures/a30_lgip.txt"),
 }
 
 
 def gpu_model(name: str) -> GpuModel:
     """Look a GPU up by our key (``A100-80GB``) or by an NVML/nvidia-smi product name
     (``NVIDIA A100-SXM4-80GB``)."""
-    key = name.replace("NVIDIA ", "").strip()
+    key = name.replace("NVIDIA ", "").strip().upper()
     for g in GPUS.values():
-        if key.upper() == g.name.upper() or key in g.aliases:
+        if key == g.name.upper() or key in (a.upper() for a in g.aliases):
             return g
     raise LayoutError(f"unknown GPU {name!r}; known: {', '.join(GPUS)}")
 
@@ -183,7 +229,8 @@ def render_plan(gpu: GpuModel, placements: list[Placement], gpu_index: int = 0) 
              "|---|---|---|---|---|---|"]
     for k, pl in enumerate(placements):
         p = pl.profile
-        lines.append(f"| {k} | {p.name} | {p.id} | {p.compute} | {pl.start}:{p.size} | {p.memory_gib:g} |")
+        lines.append(f"| {k} | {p.name} | {p.id} | {p.compute} | {pl.start}:{p.size} | {p.memory_gib:g}"
+                     f"{'' if p.confirmed else ' (reconstructed)'} |")
     used = sum(pl.profile.compute for pl in placements)
     row = ["."] * gpu.memory_slices
     for k, pl in enumerate(placements):

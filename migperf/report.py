@@ -1,8 +1,12 @@
 """``migperf report``: read any number of ``results.jsonl`` files and write Markdown + CSV tables,
-PNG plots and the paper-comparison ratios.
+PNG plots, the paper comparison and ``results.json`` for :mod:`common.compare`.
 
-Rows aggregate repeats of the same cell (mean ± sample std of throughput, mean of latency
-percentiles). Concurrent groups (sharing experiments) also get their summed throughput.
+Rows aggregate repeats of the same cell: throughput mean ± sample std (shown only with n ≥ 2),
+latency percentiles from the pooled raw samples of the repeats (or the cell's own statistics when
+there is one), each with its bootstrap CI and sample count, or "n/a (n=…)" when too few samples
+lie above it (:func:`migperf.measure.latency_stats`). Cells measured under host contention are
+flagged. Board energy is reported per group of concurrent cells (:func:`energy_groups`), never
+as each cell's share of a board they all drew on.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from common.results import mean_std
-
-A100_80 = ("A100-SXM4-80GB", "A100 80GB PCIe", "A100-80GB")
+from migperf.measure import fmt_percentile, latency_stats
+from migperf.profiles import LayoutError, gpu_model
 
 
 class ReportError(ValueError):
@@ -50,38 +55,79 @@ def latest_per_cell(recs: list[dict]) -> list[dict]:
     return list(last.values())
 
 
+def board(r: dict) -> str | None:
+    """The record's board as :data:`migperf.profiles.GPUS` names it (``A100-SXM-80GB`` →
+    ``A100-80GB``), ``None`` for a CPU cell or an unknown GPU."""
+    name = (r.get("env") or {}).get("gpu_name")
+    if not name:
+        return None
+    try:
+        return gpu_model(name).name
+    except LayoutError:
+        return None
+
+
+def _ncon(r: dict) -> int:
+    return len(r["spec"].get("concurrent_devices") or [r["spec"]["device"]])
+
+
 def _key(r: dict) -> tuple:
     c = r["spec"]
     return (c["experiment"], c["model"], c["mode"], c["batch_size"], c.get("seq_len") or 0,
-            r.get("profile") or c["device"], len(c.get("concurrent_devices") or [c["device"]]), bool(c.get("amp")))
+            r.get("profile") or c["device"], _ncon(r), bool(c.get("amp")), c.get("input", "device"))
+
+
+def _activity(r: dict) -> float | None:
+    m = (r.get("gpu_metrics") or {}).get("metrics", {})
+    for k in ("dcgm_gract_pct", "gpm_gract_pct"):
+        if k in m:
+            return m[k]["mean"]
+    return None
 
 
 def rows(recs: list[dict]) -> list[dict]:
-    """One row per (experiment, model, mode, batch, seq, profile, concurrency, amp), repeats aggregated."""
+    """One row per (experiment, model, mode, batch, seq, profile, concurrency, amp, input)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in recs:
         groups[_key(r)].append(r)
     out = []
     for k, rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        exp, model, mode, bs, seq, prof, ncon, amp = k
+        exp, model, mode, bs, seq, prof, ncon, amp, inp = k
         ok = [r for r in rs if r["status"] == "ok"]
         row = {"experiment": exp, "model": model, "mode": mode, "batch_size": bs, "seq_len": seq or "",
-               "profile": prof, "concurrent": ncon, "amp": amp, "n": len(ok),
+               "profile": prof, "concurrent": ncon, "amp": amp, "input": inp, "n": len(ok),
+               "board": next((board(r) for r in ok if board(r)), None),
+               "contended": sum(bool((r.get("contention") or {}).get("contended")) for r in ok),
                "status": "ok" if len(ok) == len(rs) else ",".join(sorted({r["status"] for r in rs}))}
         if ok and mode != "open_loop":
             thr = [r["result"]["throughput_sps"] for r in ok]
             row["throughput_sps"], row["throughput_std"] = mean_std(thr)
-            for q in ("mean", "p50", "p90", "p95", "p99"):
-                row[f"{q}_ms"] = sum(r["result"]["latency"][f"{q}_ms"] for r in ok) / len(ok)
+            if len(ok) == 1:
+                row["latency"] = ok[0]["result"]["latency"]
+            else:
+                pooled = [x / 1000.0 for r in ok for x in r["result"]["raw_latency_ms"]]
+                stop = ok[0]["result"].get("stop_rule") or {}
+                st = ok[0]["spec"].get("stats") or {}
+                row["latency"] = latency_stats(pooled, stop.get("min_tail", 10), st.get("bootstrap", 1000),
+                                               st.get("confidence", 0.95))
+                row["latency"]["pooled_repeats"] = len(ok)
+            for q in ("p50", "p90", "p95", "p99"):
+                row[f"{q}_ms"] = row["latency"].get(f"{q}_ms")
+            row["mean_ms"] = row["latency"]["mean_ms"]
             row["iterations"] = sum(r["result"]["iterations"] for r in ok) / len(ok)
             row["stop"] = ",".join(sorted({r["result"]["stop_reason"] for r in ok}))
             eps = [r["result"]["energy_per_sample_j"] for r in ok if "energy_per_sample_j" in r["result"]]
             if eps:
                 row["energy_per_sample_j"] = sum(eps) / len(eps)
                 row["energy_scope"] = ok[0]["result"]["energy_scope"]
+            acts = [a for a in (_activity(r) for r in ok) if a is not None]
+            if acts:
+                row["gract_pct"] = sum(acts) / len(acts)
         if ok and mode == "open_loop":
             row["max_rate_meeting_p99_qps"] = ok[0]["result"].get("max_rate_meeting_p99_qps")
             row["rates"] = {x["offered_qps"]: x for x in ok[0]["result"]["rates"]}
+            row["p99_bound_ms"] = ok[0]["result"].get("p99_bound_ms")
+            row["rules"] = ok[0]["result"].get("rules")
         out.append(row)
     return out
 
@@ -93,75 +139,193 @@ def sharing(recs: list[dict]) -> list[dict]:
         c = r["spec"]
         if c.get("concurrent_devices") and len(c["concurrent_devices"]) > 1 and c["mode"] != "open_loop":
             groups[(c["experiment"], c["model"], c["mode"], c["batch_size"], c.get("seq_len") or 0,
-                    r.get("profile") or c["device"], c["repeat"])].append(r)
+                    r.get("profile") or c["device"], board(r), c["repeat"])].append(r)
     agg: dict[tuple, list[float]] = defaultdict(list)
     by_rep: dict[tuple, dict] = defaultdict(dict)
     spread: dict[tuple, list[float]] = defaultdict(list)
-    for (exp, model, mode, bs, seq, prof, _rep), rs in groups.items():
+    contended: dict[tuple, int] = defaultdict(int)
+    for (exp, model, mode, bs, seq, prof, brd, rep), rs in groups.items():
         if all(r["status"] == "ok" for r in rs):
-            k = (exp, model, mode, bs, seq, prof, len(rs))
+            k = (exp, model, mode, bs, seq, prof, brd, len(rs))
             agg[k].append(sum(r["result"]["throughput_sps"] for r in rs))
-            by_rep[k][_rep] = agg[k][-1]
+            by_rep[k][rep] = agg[k][-1]
+            contended[k] += sum(bool((r.get("contention") or {}).get("contended")) for r in rs)
             wins = [r["result"].get("measure_window") for r in rs]
             if all(wins):  # how far apart the cells started measuring (start barrier)
                 spread[k].append(max(w[0] for w in wins) - min(w[0] for w in wins))
     return [{"experiment": k[0], "model": k[1], "mode": k[2], "batch_size": k[3], "seq_len": k[4] or "",
-             "profile": k[5], "instances": k[6], "total_sps": mean_std(v)[0], "total_std": mean_std(v)[1], "n": len(v),
+             "profile": k[5], "board": k[6], "instances": k[7], "total_sps": mean_std(v)[0],
+             "total_std": mean_std(v)[1], "n": len(v), "contended": contended[k],
              "start_spread_s": max(spread[k]) if spread.get(k) else None, "by_repeat": by_rep[k]}
             for k, v in sorted(agg.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
 
 
-def ratios(recs: list[dict]) -> list[dict]:
-    """Partitioned-vs-whole throughput ratios, the paper's 7×1g vs 1×7g comparison.
+# ---- the paper's ten values ----------------------------------------------------------------------
+PAPER_BOARD = "A100-80GB"
+PAPER_RATIOS = (("resnet50", "inference", 1), ("resnet50", "inference", 256), ("vit_b_16", "inference", 256),
+                ("resnet50", "train", 64))
+PAPER_ABS = (("resnet50", "inference", 1), ("resnet50", "inference", 256), ("resnet50", "train", 64))
+LAYOUT_HINT = {"7g.80gb": "configs/mig_a100_80gb_7g.yaml on layout 7g.80gb",
+               "1g.10gb": "configs/mig_a100_80gb_1g.yaml on layout 7 x 1g.10gb"}
 
-    GPU: for each model/mode/batch measured on an A100-80GB with both 1g.10gb and 7g.80gb, the
-    ratio is (summed throughput of 7 concurrent 1g.10gb cells if measured, else 7 × one isolated
-    1g.10gb cell) / one 7g.80gb cell — the repo data's derivation. CPU analogue: N concurrent
-    single-core cells vs one N-core cell of the same experiment."""
-    out = []
-    rws = [r for r in rows(recs) if r["mode"] != "open_loop" and "throughput_sps" in r]
-    shares = sharing(recs)
-    by = defaultdict(dict)
-    gpu_names = {}
-    for r in recs:
+
+def paper_comparisons(recs: list[dict]) -> list[dict]:
+    """The ten values of ``paper.yaml`` (4 ratios 7 × 1g.10gb / 7g.80gb, 6 absolute img/s),
+    each ``{metric, value, how}`` or ``{metric, missing}`` saying exactly why it cannot be
+    computed from these records (wrong board, which cell is missing or failed, which spec and
+    layout produce it). The ratio's numerator is the summed throughput of 7 concurrent 1g.10gb
+    cells when measured, else 7 × an isolated 1g.10gb cell (the repo data's derivation)."""
+    a100 = [r for r in recs if board(r) == PAPER_BOARD]
+    gpus = sorted({(r.get("env") or {}).get("gpu_name") for r in recs if (r.get("env") or {}).get("gpu_name")})
+    unknown = [g for g in gpus if _safe_board(g) is None]
+    iso: dict[tuple, list[float]] = defaultdict(list)
+    bad: dict[tuple, str] = {}
+    for r in a100:
+        c = r["spec"]
+        k = (c["model"], c["mode"], c["batch_size"], r.get("profile"))
+        if _ncon(r) != 1:
+            continue
         if r["status"] == "ok":
-            gpu_names[r.get("profile")] = r.get("env", {}).get("gpu_name", "")
-    for r in rws:
-        by[(r["model"], r["mode"], r["batch_size"], r["seq_len"])][(r["profile"], r["concurrent"])] = r
-    for (model, mode, bs, seq), d in sorted(by.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        whole = d.get(("7g.80gb", 1))
-        if whole and any(("1g.10gb", n) in d for n in (1, 7)) and any(n in gpu_names.get("7g.80gb", "") for n in A100_80):
-            con = [s for s in shares if s["profile"] == "1g.10gb" and s["instances"] == 7 and s["model"] == model
-                   and s["mode"] == mode and s["batch_size"] == bs]
-            num, how = ((con[0]["total_sps"], "7 concurrent 1g.10gb") if con else
-                        (7 * d[("1g.10gb", 1)]["throughput_sps"], "7 × isolated 1g.10gb") if ("1g.10gb", 1) in d else (None, ""))
-            if num is not None:
-                out.append({"dataset": "a100_80gb", "metric": f"{model}_{mode}_ratio_7x1g_over_7g_bs{bs}",
-                            "value": num / whole["throughput_sps"], "how": how})
-        cpu_whole = {p: r for (p, n), r in d.items() if p.startswith("cpu-") and n == 1}
-        for s in shares:
-            if (s["model"], s["mode"], s["batch_size"], s["seq_len"]) != (model, mode, bs, seq):
-                continue
-            if s["profile"] != "cpu-1core":
-                continue
-            prof = f"cpu-{s['instances']}core"
-            if prof not in cpu_whole:
-                continue
-            whole_rep = {r["spec"]["repeat"]: r["result"]["throughput_sps"] for r in recs
-                         if r["status"] == "ok" and r.get("profile") == prof and not r["spec"].get("concurrent_devices")
-                         and (r["spec"]["model"], r["spec"]["mode"], r["spec"]["batch_size"],
-                              r["spec"].get("seq_len") or "") == (model, mode, bs, seq)}
-            # one ratio per repeat (same seed on both sides), then mean ± sample std over repeats
-            per = [tot / whole_rep[rep] for rep, tot in sorted(s["by_repeat"].items()) if rep in whole_rep]
-            if per:
-                m, sd = mean_std(per)
-                out.append({"dataset": "synthetic", "metric": f"{model}_{mode}_ratio_{s['instances']}x1core_over_"
-                            f"{s['instances']}core_bs{bs}", "value": m, "std": sd, "n": len(per),
-                            "how": f"{s['instances']} concurrent pinned 1-core cells / one {s['instances']}-core cell, "
-                                   "per repeat"})
+            iso[k].append(r["result"]["throughput_sps"])
+        else:
+            bad[k] = f"{r['status']}: {r.get('cause') or str(r.get('error', ''))[:120]}"
+    for r in recs:  # failed cells carry no env: match them by the spec's profile hint only
+        if r["status"] != "ok" and not r.get("env"):
+            c = r["spec"]
+            bad.setdefault((c["model"], c["mode"], c["batch_size"], r.get("profile")), r["status"])
+    con = {(s["model"], s["mode"], s["batch_size"]): s["total_sps"] for s in sharing(recs)
+           if s["board"] == PAPER_BOARD and s["profile"] == "1g.10gb" and s["instances"] == 7}
+
+    def why_none(model, mode, bs, prof):
+        k = (model, mode, bs, prof)
+        if not a100:
+            seen = ", ".join(gpus) if gpus else "none (CPU cells only)"
+            extra = (f"; GPU name(s) {unknown} not in migperf.profiles (add an alias if one is an A100-80GB)"
+                     if unknown else "")
+            return f"no cell ran on an A100-80GB (GPUs seen: {seen}){extra}"
+        if k in bad:
+            return f"the isolated {prof} cell of {model} {mode} bs {bs} failed ({bad[k]})"
+        return f"no isolated {prof} cell of {model} {mode} bs {bs}: run {LAYOUT_HINT[prof]}"
+
+    out = []
+    for model, mode, bs in PAPER_RATIOS:
+        metric = f"{model}_{mode}_ratio_7x1g_over_7g_bs{bs}"
+        whole = iso.get((model, mode, bs, "7g.80gb"))
+        if not whole:
+            out.append({"metric": metric, "missing": why_none(model, mode, bs, "7g.80gb")})
+            continue
+        w = sum(whole) / len(whole)
+        if (model, mode, bs) in con:
+            out.append({"metric": metric, "value": con[(model, mode, bs)] / w, "how": "7 concurrent 1g.10gb / 7g.80gb"})
+        elif iso.get((model, mode, bs, "1g.10gb")):
+            one = iso[(model, mode, bs, "1g.10gb")]
+            out.append({"metric": metric, "value": 7 * sum(one) / len(one) / w, "how": "7 × isolated 1g.10gb / 7g.80gb"})
+        else:
+            out.append({"metric": metric, "missing": why_none(model, mode, bs, "1g.10gb")})
+    for model, mode, bs in PAPER_ABS:
+        for prof in ("7g.80gb", "1g.10gb"):
+            metric = f"{model}_{mode}_bs{bs}_{prof}_sps"
+            v = iso.get((model, mode, bs, prof))
+            out.append({"metric": metric, "value": sum(v) / len(v), "how": f"isolated {prof}, samples/s"} if v
+                       else {"metric": metric, "missing": why_none(model, mode, bs, prof)})
     return out
 
 
+def _safe_board(name: str) -> str | None:
+    try:
+        return gpu_model(name).name
+    except LayoutError:
+        return None
+
+
+def cpu_ratios(recs: list[dict]) -> list[dict]:
+    """CPU analogue of 7×1g vs 1×7g: N concurrent pinned 1-core cells vs one N-core cell of the
+    same model/mode/batch, one ratio per repeat (same seed on both sides), then mean ± std."""
+    out = []
+    whole = defaultdict(dict)
+    cont = defaultdict(int)
+    for r in recs:
+        if r["status"] == "ok" and (r.get("profile") or "").startswith("cpu-") and _ncon(r) == 1:
+            c = r["spec"]
+            k = (c["model"], c["mode"], c["batch_size"], c.get("seq_len") or "", r["profile"])
+            whole[k][c["repeat"]] = r["result"]["throughput_sps"]
+            cont[k] += bool((r.get("contention") or {}).get("contended"))
+    for s in sharing(recs):
+        if s["profile"] != "cpu-1core":
+            continue
+        k = (s["model"], s["mode"], s["batch_size"], s["seq_len"], f"cpu-{s['instances']}core")
+        if k not in whole:
+            continue
+        per = [tot / whole[k][rep] for rep, tot in sorted(s["by_repeat"].items()) if rep in whole[k]]
+        if per:
+            m, sd = mean_std(per)
+            out.append({"dataset": "synthetic", "metric": f"{s['model']}_{s['mode']}_ratio_{s['instances']}x1core_over_"
+                        f"{s['instances']}core_bs{s['batch_size']}", "value": m, "std": sd, "n": len(per),
+                        "contended": s["contended"] + cont[k],
+                        "how": f"{s['instances']} concurrent pinned 1-core cells / one {s['instances']}-core cell, "
+                               "per repeat"})
+    return out
+
+
+def ratios(recs: list[dict]) -> list[dict]:
+    """Every computable partitioned-vs-whole ratio: the paper's (dataset ``a100_80gb``) and the
+    CPU analogue (``synthetic``)."""
+    paper = [{"dataset": "a100_80gb", **x} for x in paper_comparisons(recs) if "value" in x and "_ratio_" in x["metric"]]
+    return paper + cpu_ratios(recs)
+
+
+# ---- energy ------------------------------------------------------------------------------------
+def energy_groups(recs: list[dict]) -> list[dict]:
+    """Board energy per group of cells that ran at the same time on one board.
+
+    Every cell reads the same board counter at the start and end of its own measured window, so
+    the energy of the window in which *all* of them were measuring is exact: the first
+    finisher's end reading minus the last starter's start reading. Samples in that window =
+    Σ throughput_i × its length. J/sample of the group = energy / samples; the board's idle power
+    (sampled before the group started) is reported beside it, with the dynamic part
+    (energy − idle × time) / samples. A single cell is a group of one ("alone on the board")."""
+    by: dict[tuple, list[dict]] = defaultdict(list)
+    for r in recs:
+        g = r.get("group") or {}
+        if r["status"] != "ok" or not g.get("board"):
+            continue
+        by[(r.get("_file"), g.get("id"), g["board"])].append(r)
+    out = []
+    for (_, gid, brd), rs in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2])):
+        pts = []
+        for r in rs:
+            e = (r.get("gpu_metrics") or {}).get("metrics", {}).get("energy_j")
+            if not e or "counter_mj" not in e:
+                pts = None
+                break
+            pts.append((e["wall"][0], e["counter_mj"][0], e["wall"][1], e["counter_mj"][1], r))
+        row = {"group": gid, "board_uuid": brd, "board": board(rs[0]), "cells": [r["spec"]["cell"] for r in rs],
+               "profiles": [r.get("profile") for r in rs], "model": rs[0]["spec"]["model"],
+               "mode": rs[0]["spec"]["mode"], "batch_size": rs[0]["spec"]["batch_size"],
+               "idle_power_w": (rs[0].get("group") or {}).get("idle_power_w")}
+        if pts is None:
+            row["missing"] = "a cell has no board-energy counter readings (NVML energy unsupported?)"
+            out.append(row)
+            continue
+        s_last = max(pts, key=lambda p: p[0])
+        f_first = min(pts, key=lambda p: p[2])
+        t = f_first[2] - s_last[0]
+        if t <= 0:
+            row["missing"] = "the cells' measured windows do not overlap"
+            out.append(row)
+            continue
+        energy = (f_first[3] - s_last[1]) / 1000.0
+        samples = sum(p[4]["result"]["throughput_sps"] for p in pts) * t
+        row.update({"window_s": t, "energy_j": energy, "samples": samples, "j_per_sample": energy / samples,
+                    "power_w": energy / t, "alone": len(rs) == 1})
+        if row["idle_power_w"] is not None:
+            row["idle_j_per_sample"] = row["idle_power_w"] * t / samples
+            row["dynamic_j_per_sample"] = (energy - row["idle_power_w"] * t) / samples
+        out.append(row)
+    return out
+
+
+# ---- tables --------------------------------------------------------------------------------------
 def _f(x, nd=2):
     if x is None or x == "":
         return "—"
@@ -170,59 +334,141 @@ def _f(x, nd=2):
     return str(x)
 
 
+def _thr(r) -> str:
+    if "throughput_sps" not in r:
+        return "—"
+    if r["n"] >= 2:
+        return f"{r['throughput_sps']:.1f} ± {r['throughput_std']:.1f} (n={r['n']})"
+    return f"{r['throughput_sps']:.1f} (n=1)"
+
+
 def markdown(recs: list[dict]) -> str:
     rs = rows(recs)
-    lines = ["| experiment | model | mode | bs | seq | profile | conc. | n | samples/s (± std) | p50 ms | p99 ms | J/sample (scope) | stop | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | model | mode | bs | seq | profile | conc. | samples/s | p50 ms [95% CI] (n) | "
+             "p99 ms [95% CI] (n) | GRACT % | J/sample (scope) | stop | host | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rs:
         if r["mode"] == "open_loop":
             continue
-        thr = f"{_f(r.get('throughput_sps'), 1)} ± {_f(r.get('throughput_std'), 1)}" if "throughput_sps" in r else "—"
         e = (f"{r['energy_per_sample_j']:.4g} ({r['energy_scope']})" if "energy_per_sample_j" in r else "—")
-        lines.append(f"| {r['experiment']} | {r['model']} | {r['mode']}{' bf16' if r['amp'] else ''} | {r['batch_size']} | "
-                     f"{r['seq_len'] or '—'} | {r['profile']} | {r['concurrent']} | {r['n']} | {thr} | "
-                     f"{_f(r.get('p50_ms'))} | {_f(r.get('p99_ms'))} | {e} | {r.get('stop', '—')} | {r['status']} |")
+        hostflag = f"contended ({r['contended']}/{r['n']})" if r["contended"] else ("ok" if r["n"] else "—")
+        lines.append(f"| {r['experiment']} | {r['model']} | {r['mode']}{' bf16' if r['amp'] else ''}"
+                     f"{'' if r['input'] == 'device' else ' ' + r['input'] + '-input'} | {r['batch_size']} | "
+                     f"{r['seq_len'] or '—'} | {r['profile']} | {r['concurrent']} | {_thr(r)} | "
+                     f"{fmt_percentile(r.get('latency'), 50)} | {fmt_percentile(r.get('latency'), 99)} | "
+                     f"{_f(r.get('gract_pct'), 1)} | {e} | {r.get('stop', '—')} | {hostflag} | {r['status']} |")
     ol = [r for r in rs if r["mode"] == "open_loop"]
     if ol:
-        lines += ["", "Open loop (Poisson arrivals, one server, FIFO; latency = queueing + service):", "",
-                  "| model | bs | profile | offered q/s | achieved q/s | unserved | queue p99 ms | service p50 ms | p99 ms | max rate within p99 bound |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Open loop (Poisson arrivals; latency = queueing + service from the scheduled arrival):", "",
+                  "| model | bs | profile | server (max batch / delay ms / workers) | offered q/s | achieved q/s | "
+                  "unserved | mean batch | p99 ms [95% CI] (n) | LoadGen Server rules | max rate within p99 bound |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in ol:
             for rate, x in sorted(r.get("rates", {}).items()):
-                lat = x["latency"] or {}
-                lines.append(f"| {r['model']} | {r['batch_size']} | {r['profile']} | {rate:g} | {x['achieved_qps']:.1f} | "
-                             f"{x['unserved']} | {_f((x['queueing'] or {}).get('p99_ms'))} | "
-                             f"{_f((x['service'] or {}).get('p50_ms'))} | {_f(lat.get('p99_ms'))} | "
-                             f"{_f(r.get('max_rate_meeting_p99_qps'), 0)} |")
+                sv = x.get("server") or {}
+                lg = (x.get("loadgen") or {}).get("note", "—")
+                lines.append(f"| {r['model']} | {r['batch_size']} | {r['profile']} | "
+                             f"{sv.get('max_batch', 1)} / {_f(sv.get('max_delay_ms', 0.0), 1)} / {sv.get('workers', 1)} | "
+                             f"{rate:g} | {x['achieved_qps']:.1f} | {x['unserved']} | {_f(sv.get('mean_batch'))} | "
+                             f"{fmt_percentile(x['latency'], 99)} | {lg} | {_f(r.get('max_rate_meeting_p99_qps'), 0)} |")
     sh = sharing(recs)
     if sh:
         lines += ["", "Sharing (cells run concurrently on separate instances, start together after warm-up and keep "
                   "loading until all have finished measuring; total = sum of their throughputs):", "",
-                  "| experiment | model | mode | bs | profile | instances | total samples/s (± std, n) | max start spread of measured windows |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {s['experiment']} | {s['model']} | {s['mode']} | {s['batch_size']} | {s['profile']} | {s['instances']} | "
-                  f"{s['total_sps']:.1f} ± {s['total_std']:.1f} (n={s['n']}) | "
-                  + (f"{s['start_spread_s'] * 1000:.0f} ms" if s["start_spread_s"] is not None else "—") + " |" for s in sh]
-    rt = ratios(recs)
-    if rt:
-        lines += ["", "Partitioned vs whole (the paper's 7×1g vs 1×7g comparison; CPU rows are an analogue, not a paper number):", "",
-                  "| dataset | metric | value | how |", "|---|---|---|---|"]
-        lines += [f"| {x['dataset']} | {x['metric']} | {x['value']:.3f}" + (f" ± {x['std']:.3f} (n={x['n']})" if "std" in x else "")
-                  + f" | {x['how']} |" for x in rt]
+                  "| experiment | model | mode | bs | profile | instances | total samples/s | max start spread | host |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {s['experiment']} | {s['model']} | {s['mode']} | {s['batch_size']} | {s['profile']} | "
+                  f"{s['instances']} | {s['total_sps']:.1f}" + (f" ± {s['total_std']:.1f} (n={s['n']})" if s["n"] > 1
+                                                                   else " (n=1)") + " | "
+                  + (f"{s['start_spread_s'] * 1000:.0f} ms" if s["start_spread_s"] is not None else "—")
+                  + f" | {'contended' if s['contended'] else 'ok'} |" for s in sh]
+    eg = energy_groups(recs)
+    if eg:
+        lines += ["", "Board energy per group of cells that ran together (the board's counter over the window in "
+                  "which all were measuring; MIG cannot split board energy between instances):", "",
+                  "| group | board | cells (profiles) | model mode bs | window s | J | J/sample (group) | "
+                  "idle W | idle J/sample | dynamic J/sample |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for g in eg:
+            if "missing" in g:
+                lines.append(f"| {g['group']} | {g['board'] or g['board_uuid']} | {g['cells']} | {g['model']} | "
+                             f"— | — | n/a: {g['missing']} | — | — | — |")
+                continue
+            lines.append(f"| {g['group']} | {g['board'] or g['board_uuid']} | {len(g['cells'])} ({', '.join(map(str, g['profiles']))})"
+                         f"{' alone' if g['alone'] else ''} | {g['model']} {g['mode']} {g['batch_size']} | "
+                         f"{g['window_s']:.2f} | {g['energy_j']:.1f} | {g['j_per_sample']:.4g} | "
+                         f"{_f(g['idle_power_w'], 1)} | {_f(g.get('idle_j_per_sample'), 4)} | "
+                         f"{_f(g.get('dynamic_j_per_sample'), 4)} |")
+    cr = cpu_ratios(recs)
+    if cr:
+        lines += ["", "Partitioned vs whole, CPU analogue (not a paper number):", "",
+                  "| metric | value | how | host |", "|---|---|---|---|"]
+        lines += [f"| {x['metric']} | {x['value']:.3f}" + (f" ± {x['std']:.3f} (n={x['n']})" if x["n"] > 1 else " (n=1)")
+                  + f" | {x['how']} | " + (f"**{x['contended']} contended cell(s): the ratio reflects host load, "
+                                            "not partitioning**" if x["contended"] else "ok") + " |" for x in cr]
+    lines += ["", *paper_section(recs)]
+    act = activity_section(recs)
+    if act:
+        lines += ["", *act]
     bad = [r for r in recs if r["status"] != "ok"]
     if bad:
         lines += ["", f"{len(bad)} cell(s) did not complete:"]
         lines += [f"- cell {r['spec']['cell']} ({r['spec']['model']} {r['spec']['mode']} bs={r['spec']['batch_size']} "
-                  f"on {r['spec']['device']}): {r['status']}: {r.get('error', '')[:200]}" for r in bad]
+                  f"on {r['spec']['device']}): {r['status']}: {r.get('cause') or str(r.get('error', ''))[:200]}" for r in bad]
+    cont = [r for r in recs if (r.get("contention") or {}).get("contended")]
+    if cont:
+        lines += ["", f"{len(cont)} of {sum(r['status'] == 'ok' for r in recs)} cell(s) ran under host contention "
+                  "(other processes on their cores, CPU steal or other GPU processes); e.g. cell "
+                  f"{cont[0]['spec']['cell']}: {'; '.join(cont[0]['contention']['reasons'])}. Their numbers describe "
+                  "a loaded host."]
     notes = {r["result"]["percentile_method"] for r in recs if r["status"] == "ok"}
     lines += ["", "Percentiles: " + "; ".join(sorted(notes)) + ". Throughput = batch × iterations / wall time; "
-              "warm-up excluded. Energy scope `whole-board` means the parent GPU's counter (MIG cannot split it)."]
+              "warm-up excluded. J/sample per cell only where the board ran that cell alone."]
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["experiment", "model", "mode", "batch_size", "seq_len", "profile", "concurrent", "amp", "n",
-              "throughput_sps", "throughput_std", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-              "energy_per_sample_j", "energy_scope", "iterations", "stop", "status"]
+def paper_section(recs: list[dict]) -> list[str]:
+    """The ten-value paper comparison: every value, or a loud line saying why it is missing."""
+    pc = paper_comparisons(recs)
+    have = [x for x in pc if "value" in x]
+    gpu = any((r.get("env") or {}).get("gpu_name") for r in recs)
+    if not have and not gpu:
+        return ["Paper comparison (A100-80GB, 10 values): not computed — no GPU cell in these results "
+                "(README, 'Commands': the two-layout procedure)."]
+    lines = [f"Paper comparison (A100-80GB, {len(have)} of 10 values computable; paper.yaml holds the repo data):", "",
+             "| metric | value | how / why not |", "|---|---|---|"]
+    for x in pc:
+        lines.append(f"| {x['metric']} | {x['value']:.3f} | {x['how']} |" if "value" in x
+                     else f"| {x['metric']} | **CANNOT COMPUTE** | {x['missing']} |")
+    return lines
+
+
+def activity_section(recs: list[dict]) -> list[str]:
+    """Which per-instance activity metrics each GPU cell has, from which source, or why not."""
+    gpu = [r for r in recs if r["status"] == "ok" and r.get("activity")]
+    if not gpu:
+        return []
+    lines = ["Per-instance activity (GRACT = graphics-engine active; DCGM field 1001 / GPM GRAPHICS_UTIL):", "",
+             "| cell | profile | " + " | ".join(k.upper() for k in gpu[0]["activity"]) + " |",
+             "|---|---|" + "---|" * len(gpu[0]["activity"])]
+    reasons: dict[str, set] = defaultdict(set)
+    for r in gpu:
+        cells = []
+        for k, v in r["activity"].items():
+            if "source" in v:
+                cells.append(f"{r['gpu_metrics']['metrics'][v['metric']]['mean']:.1f} ({v['source']})")
+            else:
+                cells.append("missing")
+                reasons[k].add(v["missing"])
+        lines.append(f"| {r['spec']['cell']} | {r.get('profile')} | " + " | ".join(cells) + " |")
+    if reasons:
+        lines += ["", "Missing metrics and why:"]
+        lines += [f"- {k.upper()}: " + " / ".join(sorted(v)) for k, v in reasons.items()]
+    return lines
+
+
+CSV_FIELDS = ["experiment", "model", "mode", "batch_size", "seq_len", "profile", "concurrent", "amp", "input", "n",
+              "throughput_sps", "throughput_std", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "gract_pct",
+              "energy_per_sample_j", "energy_scope", "iterations", "stop", "contended", "status"]
 
 
 def write_csv(recs: list[dict], path: Path) -> Path:
@@ -235,6 +481,7 @@ def write_csv(recs: list[dict], path: Path) -> Path:
     return path
 
 
+# ---- plots ---------------------------------------------------------------------------------------
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -242,6 +489,21 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _whole_ref(v: dict) -> tuple[str, float] | None:
+    """The whole device of a config's bars: the whole GPU, the 7g profile, or the CPU profile with
+    the most cores; ``None`` when none was measured."""
+    if "whole-gpu" in v:
+        return "whole-gpu", v["whole-gpu"]
+    for p in v:
+        if p.startswith("7g."):
+            return p, v[p]
+    cpus = [p for p in v if p.startswith("cpu-") and p.endswith("core") and "(concurrent)" not in p]
+    if len(cpus) > 1:
+        p = max(cpus, key=lambda s: int(s[4:-4]))
+        return p, v[p]
+    return None
 
 
 def plots(recs: list[dict], out: Path) -> list[Path]:
@@ -264,8 +526,12 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
             bs = [r["batch_size"] for r in pts]
             axes[0].errorbar(bs, [r["throughput_sps"] for r in pts], yerr=[r["throughput_std"] for r in pts],
                              marker="o", label=prof, capsize=3)
-            axes[1].plot(bs, [r["p99_ms"] for r in pts], marker="o", label=prof)
-        for ax, yl in zip(axes, ("samples/s", "p99 latency (ms)")):
+            p99 = [(r["batch_size"], r["p99_ms"], r["latency"].get("p99_ci_ms")) for r in pts if r.get("p99_ms") is not None]
+            if p99:
+                axes[1].errorbar([b for b, _, _ in p99], [v for _, v, _ in p99],
+                                 yerr=[[v - c[0] for _, v, c in p99], [c[1] - v for _, v, c in p99]]
+                                 if all(c for _, _, c in p99) else None, marker="o", label=prof, capsize=3)
+        for ax, yl in zip(axes, ("samples/s", "p99 latency (ms), 95% CI; missing = too few samples")):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("batch size")
             ax.set_ylabel(yl)
@@ -273,56 +539,74 @@ def plots(recs: list[dict], out: Path) -> list[Path]:
         axes[0].legend(title="profile")
         fig.suptitle(f"{model} {mode}" + (f" seq {seq}" if seq else ""))
         written.append(_save(fig, out / f"{model}_{mode}{'_seq' + str(seq) if seq else ''}_vs_batch.png"))
-    # partitioned vs whole: each profile's throughput relative to the whole device, per config,
-    # plus the summed throughput of concurrent groups
+    # partitioned vs whole: throughput of each profile / summed concurrent group relative to the whole device
     groups = defaultdict(dict)
     for r in rs:
         groups[(r["model"], r["mode"], r["batch_size"], r["seq_len"])][r["profile"]] = r["throughput_sps"]
     for s in sharing(recs):
         groups[(s["model"], s["mode"], s["batch_size"], s["seq_len"])][f"{s['instances']}x{s['profile']} (concurrent)"] = s["total_sps"]
-    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    groups = {k: (v, _whole_ref(v)) for k, v in groups.items() if len(v) >= 2 and _whole_ref(v)}
     if groups:
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
-        profs = sorted({p for v in groups.values() for p in v})
+        profs = sorted({p for v, _ in groups.values() for p in v})
         width = 0.8 / len(profs)
         for j, prof in enumerate(profs):
             xs, ys = [], []
-            for i, v in enumerate(groups.values()):
+            for i, (v, (_, ref)) in enumerate(groups.values()):
                 if prof in v:
-                    ref = v.get("whole-gpu") or max(v.values())
                     xs.append(i + j * width)
                     ys.append(v[prof] / ref)
             ax.bar(xs, ys, width, label=prof)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))],
-                      [f"{m}\n{mo} bs{b}" + (f" seq{q}" if q else "") for m, mo, b, q in groups], fontsize=7)
+                      [f"{m}\n{mo} bs{b}" + (f" seq{q}" if q else "") + f"\n/ {ref[0]}"
+                       for (m, mo, b, q), (_, ref) in groups.items()], fontsize=7)
         ax.axhline(1.0, color="k", lw=0.5)
-        ax.set_ylabel("throughput / whole device (or best)")
+        ax.set_ylabel("throughput / whole device (7g, whole GPU or all cores)")
         ax.legend(fontsize=7)
         written.append(_save(fig, out / "profiles_vs_whole.png"))
-    energy = [r for r in rs if "energy_per_sample_j" in r]
-    if energy:
-        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(energy)), 4))
-        labels = [f"{r['model']}\n{r['mode']} bs{r['batch_size']}\n{r['profile']}" for r in energy]
-        ax.bar(range(len(energy)), [r["energy_per_sample_j"] for r in energy])
-        ax.set_xticks(range(len(energy)), labels, fontsize=6)
-        ax.set_ylabel("J / sample (" + ",".join(sorted({r['energy_scope'] for r in energy})) + ")")
+    eg = [g for g in energy_groups(recs) if "j_per_sample" in g]
+    if eg:
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(eg)), 4))
+        labels = [f"{g['model']}\n{g['mode']} bs{g['batch_size']}\n{len(g['cells'])}x{g['profiles'][0]}" for g in eg]
+        dyn = [g.get("dynamic_j_per_sample") or 0.0 for g in eg]
+        idle = [g.get("idle_j_per_sample") or 0.0 for g in eg]
+        ax.bar(range(len(eg)), idle, label="idle board power share")
+        ax.bar(range(len(eg)), dyn, bottom=idle, label="dynamic (above idle)")
+        ax.set_xticks(range(len(eg)), labels, fontsize=6)
+        ax.set_ylabel("board J / sample of the group")
+        ax.legend(fontsize=7)
         written.append(_save(fig, out / "energy_per_sample.png"))
     ol = [r for r in rows(recs) if r["mode"] == "open_loop" and r.get("rates")]
     if ol:
         fig, ax = plt.subplots(figsize=(6, 4))
+        bounds = set()
         for r in ol:
-            pts = sorted((rate, x["latency"]["p99_ms"]) for rate, x in r["rates"].items() if x["latency"])
-            ax.plot([a for a, _ in pts], [b for _, b in pts], marker="o", label=f"{r['model']} bs{r['batch_size']} {r['profile']}")
+            pts = sorted((rate, x) for rate, x in r["rates"].items() if x["latency"] and x["latency"].get("p99_ms"))
+            line, = ax.plot([a for a, _ in pts], [x["latency"]["p99_ms"] for _, x in pts], marker="o",
+                            label=f"{r['model']} bs{r['batch_size']} {r['profile']}")
+            for rate, x in sorted(r["rates"].items()):
+                if x["unserved"]:
+                    y = (x["latency"] or {}).get("p99_ms") or (x["latency"] or {}).get("max_ms") or 1.0
+                    ax.plot([rate], [y], marker="x", ms=12, color="red")
+                    ax.annotate(f"{x['unserved']} unserved", (rate, y), fontsize=7, color="red",
+                                textcoords="offset points", xytext=(4, 4))
+                elif x["latency"] and x["latency"].get("p99_ms") is None:
+                    ax.annotate(f"p99 n/a (n={x['latency']['n']})", (rate, x["latency"]["max_ms"]), fontsize=7,
+                                color=line.get_color())
+            if r.get("p99_bound_ms") is not None:
+                bounds.add(r["p99_bound_ms"])
+        for b in sorted(bounds):
+            ax.axhline(b, color="k", ls="--", lw=1, label=f"p99 bound {b:g} ms")
         ax.set_xlabel("offered load (queries/s)")
         ax.set_ylabel("p99 latency (ms)")
         ax.set_yscale("log")
-        ax.legend()
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         written.append(_save(fig, out / "open_loop_p99_vs_rate.png"))
     return written
 
 
-def write_report(paths, out: Path, plot: bool = True) -> dict:
+def write_report(paths, out: Path, plot: bool = True, warn=sys.stderr) -> dict:
     recs = load_records(paths)
     if not recs:
         raise ReportError("no records in " + ", ".join(map(str, paths)))
@@ -331,13 +615,18 @@ def write_report(paths, out: Path, plot: bool = True) -> dict:
     (out / "report.md").write_text(md)
     write_csv(recs, out / "report.csv")
     pngs = plots(recs, out) if plot else []
-    return {"markdown": md, "records": recs, "pngs": pngs, "ratios": ratios(recs)}
+    pc = paper_comparisons(recs)
+    if warn is not None and any((r.get("env") or {}).get("gpu_name") for r in recs):
+        for x in pc:
+            if "missing" in x:
+                print(f"WARNING: paper comparison {x['metric']} cannot be computed: {x['missing']}", file=warn)
+    return {"markdown": md, "records": recs, "pngs": pngs, "ratios": ratios(recs), "paper": pc}
 
 
 def write_results_json(recs: list[dict], run_dir: Path, config: str | None, seed: int, wall: float) -> list[Path]:
     """``results.json`` for :mod:`common.compare`: the measured throughputs and ratios. Synthetic
     inputs on whatever hardware ran (dataset ``synthetic``, split = hardware) are never a paper
-    number; A100-80GB 7×1g/7g ratios go to ``a100_80gb/results.json`` to meet ``paper.yaml``."""
+    number; the paper's values measured on an A100-80GB go to ``a100_80gb/results.json``."""
     from common.results import write_results
 
     config = config or recs[0]["spec"]["experiment"]
@@ -354,12 +643,9 @@ def write_results_json(recs: list[dict], run_dir: Path, config: str | None, seed
             metrics[f"{r['model']}_{r['mode']}_bs{r['batch_size']}{seq}_{r['profile']}_sps"] = r["throughput_sps"]
         if r["mode"] == "open_loop" and r.get("max_rate_meeting_p99_qps") is not None:
             metrics[f"{r['model']}_bs{r['batch_size']}_{r['profile']}_max_qps_p99"] = r["max_rate_meeting_p99_qps"]
-    paper = {}
-    a100 = any(n in hw.replace("_", " ") or n in hw for n in A100_80)
-    if a100:  # absolute throughputs on the paper's GPU are comparable with the repo data
-        paper.update({k: v for k, v in metrics.items() if k.endswith("_sps")})
-    for x in ratios(recs):
-        (paper if x["dataset"] == "a100_80gb" else metrics)[x["metric"]] = x["value"]
+    for x in cpu_ratios(recs):
+        metrics[x["metric"]] = x["value"]
+    paper = {x["metric"]: x["value"] for x in paper_comparisons(recs) if "value" in x}
     paths = []
     if metrics:
         paths.append(write_results(run_dir, project="migperf", config=config, dataset="synthetic", split=hw,

@@ -1,28 +1,8 @@
-"""The ``migperf run`` spec: a YAML file describing the benchmark matrix.
-
-    name: cpu_suite
-    seed: 0
-    defaults:                      # any cell field below, for every experiment
-      warmup_iters: 5
-      sample_interval_s: 0.1
-      stop: {min_iters: 20, min_time_s: 1, window_iters: 10, windows: 3, tolerance: 0.1, max_time_s: 10}
-    experiments:
-      - name: cv_inference
-        workloads: [resnet50, {model: vit_b_16, image_size: 224}]
-        devices: [cuda:0, mig:all, MIG-<uuid>, cpu, cpu:0, cpu:0-1]
-        batch_sizes: [1, 8, 64]
-        seq_lens: [64]             # NLP workloads only
-        modes: [train, inference, {open_loop: {rates: [25, 50], duration_s: 10, p99_bound_ms: 50}}]
-        concurrent: false          # true: cells differing only in device run at the same time
-        repeats: 1
-
-Cell fields: ``warmup_iters``, ``sample_interval_s``, ``stop`` (see :class:`measure.StopRule`),
-``amp``, ``channels_last``, ``optimizer``, ``lr``, ``image_size``, ``num_classes``, ``threads``
-(CPU threads; default = cores pinned, else torch's default), ``seq_len``.
+"""Load and expand a ``migperf run`` spec (schema and documented defaults: :mod:`migperf.config`).
 
 Devices: ``cuda:N`` (whole GPU N), ``GPU-<uuid>``, ``MIG-<uuid>``, ``mig:all`` (every MIG device
-NVML lists when the run starts), ``cpu`` (no pinning), ``cpu:K`` / ``cpu:K-M`` / ``cpu:K,L``
-(process pinned to those cores — the CPU analogue of an instance).
+NVML lists when the run starts), ``mig:N`` (the N-th of them), ``cpu`` (no pinning), ``cpu:K`` /
+``cpu:K-M`` / ``cpu:K,L`` (process pinned to those cores: the CPU analogue of an instance).
 """
 
 from __future__ import annotations
@@ -31,21 +11,13 @@ import copy
 import itertools
 from pathlib import Path
 
-import yaml
-
+from common.config import ConfigError, load_config
+from migperf.config import CELL_DEFAULTS, DEFAULTS, OPEN_LOOP, RULES
 from migperf.measure import StopRule
 from migperf.workloads import MODELS, is_nlp
 
-CELL_FIELDS = {"warmup_iters": int, "sample_interval_s": (int, float), "stop": dict, "amp": bool,
-               "channels_last": bool, "optimizer": str, "lr": (int, float), "image_size": int,
-               "num_classes": int, "threads": int, "seq_len": int}
-CELL_DEFAULTS = {"warmup_iters": 5, "sample_interval_s": 0.1, "stop": {}, "amp": False, "channels_last": False,
-                 "optimizer": None, "lr": None, "image_size": 224, "num_classes": None, "threads": None,
-                 "seq_len": 64}
-EXP_KEYS = {"name", "workloads", "devices", "batch_sizes", "seq_lens", "modes", "concurrent", "repeats",
-            *CELL_FIELDS}
-TOP_KEYS = {"name", "seed", "defaults", "experiments", "description"}
-OPEN_LOOP_KEYS = {"rates", "duration_s", "p99_bound_ms", "drain_factor"}
+CELL_FIELDS = tuple(CELL_DEFAULTS)
+EXP_KEYS = {"name", "workloads", "devices", "batch_sizes", "seq_lens", "modes", "concurrent", "repeats", *CELL_FIELDS}
 
 
 class SpecError(ValueError):
@@ -76,20 +48,60 @@ def device_kind(dev: str) -> str:
         return "mig"
     if dev.startswith("GPU-") or dev.startswith("cuda"):
         return "gpu"
-    if dev == "mig:all":
-        return "mig:all"
+    if dev == "mig:all" or (dev.startswith("mig:") and dev[4:].isdigit()):
+        return "mig:list"
     raise ValueError(f"unknown device {dev!r}")
+
+
+def _type_ok(default, v) -> bool:
+    if default is None or v is None:
+        return True
+    if isinstance(default, bool) or isinstance(v, bool):
+        return isinstance(default, bool) and isinstance(v, bool)
+    if isinstance(default, float):
+        return isinstance(v, (int, float))
+    return isinstance(v, type(default))
+
+
+def merge_cell(base: dict, upd: dict) -> dict:
+    """``upd`` over ``base``; nested sections (stop, stats, dcgm, contention) merge key by key."""
+    out = copy.deepcopy(base)
+    for k, v in upd.items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = merge_cell(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
 
 
 def _check_fields(d: dict, where: str, src: str) -> None:
     for k, v in d.items():
-        if k not in CELL_FIELDS:
+        if k not in CELL_DEFAULTS:
             continue
-        if v is not None and not isinstance(v, CELL_FIELDS[k]) or (isinstance(v, bool) and CELL_FIELDS[k] is int):
-            raise SpecError(f"{src}: {where}.{k} = {v!r} has the wrong type")
+        default = CELL_DEFAULTS[k]
+        if isinstance(default, dict):
+            if not isinstance(v, dict):
+                raise SpecError(f"{src}: {where}.{k} must be a mapping with keys {sorted(default)}")
+            bad = set(v) - set(default)
+            if bad:
+                raise SpecError(f"{src}: {where}.{k}: unknown keys {sorted(bad)}; valid: {sorted(default)}")
+            for kk, vv in v.items():
+                if not _type_ok(default[kk], vv):
+                    raise SpecError(f"{src}: {where}.{k}.{kk} = {vv!r} has the wrong type "
+                                    f"(default {default[kk]!r})")
+        elif not _type_ok(default, v):
+            raise SpecError(f"{src}: {where}.{k} = {v!r} has the wrong type (default {default!r})")
+    for key, choices in RULES.items():
+        head, _, tail = key.partition(".")
+        if head != "defaults":
+            continue
+        sect, _, leaf = tail.partition(".")
+        val = d.get(sect) if not leaf else (d.get(sect) or {}).get(leaf)
+        if val is not None and val not in choices:
+            raise SpecError(f"{src}: {where}.{tail} = {val!r}; choose one of {list(choices)}")
     if "stop" in d:
         try:
-            StopRule(**d["stop"])
+            StopRule(**merge_cell(CELL_DEFAULTS["stop"], d["stop"]))
         except (TypeError, ValueError) as e:
             raise SpecError(f"{src}: {where}.stop: {e}") from None
 
@@ -99,37 +111,48 @@ def _mode(m, where: str, src: str) -> dict:
         return {"mode": m}
     if isinstance(m, dict) and list(m) == ["open_loop"] and isinstance(m["open_loop"], dict):
         ol = m["open_loop"]
-        bad = set(ol) - OPEN_LOOP_KEYS
+        bad = set(ol) - set(OPEN_LOOP)
         if bad:
-            raise SpecError(f"{src}: {where}.open_loop: unknown keys {sorted(bad)}; valid: {sorted(OPEN_LOOP_KEYS)}")
+            raise SpecError(f"{src}: {where}.open_loop: unknown keys {sorted(bad)}; valid: {sorted(OPEN_LOOP)}")
         rates = ol.get("rates")
         if not rates or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
             raise SpecError(f"{src}: {where}.open_loop.rates must be a non-empty list of positive numbers")
-        return {"mode": "open_loop", "open_loop": {"rates": [float(r) for r in rates],
-                                                   "duration_s": float(ol.get("duration_s", 10)),
-                                                   "p99_bound_ms": ol.get("p99_bound_ms"),
-                                                   "drain_factor": float(ol.get("drain_factor", 2.0))}}
+        badsrv = set(ol.get("server") or {}) - set(OPEN_LOOP["server"])
+        if badsrv:
+            raise SpecError(f"{src}: {where}.open_loop.server: unknown keys {sorted(badsrv)}; "
+                            f"valid: {sorted(OPEN_LOOP['server'])}")
+        o = merge_cell(OPEN_LOOP, ol)
+        if o["rules"] not in RULES["open_loop.rules"]:
+            raise SpecError(f"{src}: {where}.open_loop.rules must be one of {list(RULES['open_loop.rules'])}")
+        srv = o["server"]
+        if int(srv["max_batch"]) < 1 or int(srv["workers"]) < 1 or float(srv["max_delay_ms"]) < 0:
+            raise SpecError(f"{src}: {where}.open_loop.server needs max_batch >= 1, workers >= 1, max_delay_ms >= 0")
+        o["rates"] = [float(r) for r in rates]
+        for k in ("duration_s", "drain_factor", "percentile", "confidence"):
+            o[k] = float(o[k])
+        return {"mode": "open_loop", "open_loop": o}
     raise SpecError(f"{src}: {where} must be 'train', 'inference' or {{open_loop: {{rates: [...]}}}}, got {m!r}")
 
 
-def load_spec(path: str | Path) -> dict:
+def load_spec(path: str | Path, overrides=()) -> dict:
+    """Read a spec over :data:`migperf.config.DEFAULTS` (``base:`` and ``--set`` as every config)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        data = load_config(path, overrides, DEFAULTS).to_dict()
+    except ConfigError as e:
+        raise SpecError(str(e)) from None
     return validate_spec(data, str(path))
 
 
 def validate_spec(data, src: str = "<spec>") -> dict:
     if not isinstance(data, dict):
         raise SpecError(f"{src}: top level must be a mapping")
-    bad = set(data) - TOP_KEYS
+    bad = set(data) - set(DEFAULTS)
     if bad:
-        raise SpecError(f"{src}: unknown keys {sorted(bad)}; valid: {sorted(TOP_KEYS)}")
-    defaults = data.get("defaults") or {}
+        raise SpecError(f"{src}: unknown keys {sorted(bad)}; valid: {sorted(DEFAULTS)}")
+    defaults = merge_cell(CELL_DEFAULTS, data.get("defaults") or {})
     bad = set(defaults) - set(CELL_FIELDS)
     if bad:
         raise SpecError(f"{src}: defaults: unknown keys {sorted(bad)}; valid: {sorted(CELL_FIELDS)}")
@@ -164,6 +187,8 @@ def validate_spec(data, src: str = "<spec>") -> dict:
             try:
                 if device_kind(str(d)) == "cpu":
                     parse_cpu_device(str(d))
+                elif str(d).startswith("cuda:") and not str(d)[5:].isdigit():
+                    raise ValueError(f"unknown device {d!r}")
             except ValueError as err:
                 raise SpecError(f"{src}: {where}.devices[{j}]: {err}") from None
         for j, b in enumerate(e["batch_sizes"]):
@@ -185,18 +210,24 @@ def validate_spec(data, src: str = "<spec>") -> dict:
     return out
 
 
-def expand(spec: dict, mig_uuids: list[str] | None = None) -> list[list[dict]]:
+def expand(spec: dict, mig_uuids: list[str] | None = None, quick: bool = False) -> list[list[dict]]:
     """The cells of the matrix, grouped: each group runs at the same time (one process per cell).
-    ``mig:all`` expands to ``mig_uuids`` (an error if there are none)."""
+    ``mig:all`` expands to ``mig_uuids`` (an error if there are none), ``mig:N`` to its N-th.
+    ``quick``: open-loop cells run for the spec's durations and say they do not meet LoadGen's rules."""
     groups: list[list[dict]] = []
     n = 0
     for e in spec["experiments"]:
         devices: list[str] = []
         for d in e["devices"]:
-            if d == "mig:all":
+            if d == "mig:all" or (d.startswith("mig:") and d[4:].isdigit()):
                 if not mig_uuids:
-                    raise SpecError(f"experiment {e['name']!r}: 'mig:all' but no MIG devices were found")
-                devices += mig_uuids
+                    raise SpecError(f"experiment {e['name']!r}: {d!r} but no MIG devices were found")
+                if d == "mig:all":
+                    devices += mig_uuids
+                elif int(d[4:]) < len(mig_uuids):
+                    devices.append(mig_uuids[int(d[4:])])
+                else:
+                    raise SpecError(f"experiment {e['name']!r}: {d!r} but only {len(mig_uuids)} MIG device(s) exist")
             else:
                 devices.append(d)
         for rep, w, b, mode in itertools.product(range(e["repeats"]), e["workloads"], e["batch_sizes"], e["modes"]):
@@ -204,12 +235,13 @@ def expand(spec: dict, mig_uuids: list[str] | None = None) -> list[list[dict]]:
             for s in seqs:
                 cells = []
                 for d in devices:
-                    c = copy.deepcopy(CELL_DEFAULTS)
-                    c.update(copy.deepcopy(spec["defaults"]))
-                    c.update(copy.deepcopy(e["fields"]))
-                    c.update({k: v for k, v in w.items() if k != "model"})
+                    c = merge_cell(CELL_DEFAULTS, spec["defaults"])
+                    c = merge_cell(c, e["fields"])
+                    c = merge_cell(c, {k: v for k, v in w.items() if k != "model"})
                     c.update({"experiment": e["name"], "model": w["model"], "batch_size": b, "device": d,
                               "repeat": rep, "seed": spec["seed"] + rep, "cell": n, **copy.deepcopy(mode)})
+                    if quick and c["mode"] == "open_loop":
+                        c["open_loop"]["rules"] = "quick"
                     if not is_nlp(w["model"]):
                         c["seq_len"] = None
                     elif s is not None:

@@ -9,6 +9,12 @@ head BERT-base has 109,482,240 parameters (``bert-base-uncased``); DistilBERT wi
 Training: SGD (momentum 0.9, wd 1e-4) for CV and AdamW (wd 0.01) for NLP, as the original tool;
 CrossEntropy loss. Inference: ``model.eval()`` and ``torch.inference_mode()`` (the original timed
 inference in train mode with autograd on). Optional bf16 autocast (``amp``) and channels-last.
+
+Input modes (``input``): ``device`` (default) keeps one synthetic batch on the device, so no copy
+is timed; ``pinned`` / ``pageable`` keep it in (page-locked / ordinary) host memory and copy it to
+the device inside every timed step (``non_blocking`` from pinned memory), because PCIe is one of
+the two resources MIG does not isolate (NVIDIA MIG user guide, "Application Considerations").
+On a CPU device both copy host to host (there is no PCIe to cross; pinning needs CUDA).
 """
 
 from __future__ import annotations
@@ -82,40 +88,62 @@ class Workload:
     inputs: torch.Tensor
     last_loss: Callable[[], float | None]
     params: int
+    step_n: Callable[[int], object] | None = None   # inference on the first n samples (open-loop server)
+    copy_bytes: int = 0                              # bytes copied host -> device per full step
+    input_mode: str = "device"
 
 
 def make_workload(model: str, batch: int, mode: str, device: torch.device, *, seq_len: int = 64,
                   image_size: int = 224, num_classes: int | None = None, amp: bool = False,
                   channels_last: bool = False, optimizer: str | None = None, lr: float | None = None,
-                  seed: int = 0) -> Workload:
+                  seed: int = 0, input_mode: str = "device", max_samples: int | None = None) -> Workload:
     """A ``step()`` closure for one iteration of ``mode`` ("train" or "inference") on a fixed
-    synthetic batch that lives on ``device`` (input generation and H2D copies are not timed)."""
+    synthetic batch (``input_mode`` says whether each step copies it from host memory first).
+    ``max_samples`` (>= batch) sizes the input for an open-loop server's largest batch."""
     if mode not in ("train", "inference"):
         raise ValueError(f"mode must be 'train' or 'inference', got {mode!r}")
+    if input_mode not in ("device", "pinned", "pageable"):
+        raise ValueError(f"input must be device, pinned or pageable, got {input_mode!r}")
     if batch < 1:
         raise ValueError(f"batch size must be >= 1, got {batch}")
+    cap = max(batch, max_samples or batch)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = build_model(model, num_classes, image_size).to(device)
     n_cls = net.head.out_features if is_nlp(model) else (num_classes or 1000)
     if is_nlp(model):
-        x = torch.randint(0, 30522, (batch, seq_len), generator=g).to(device)
+        x_host = torch.randint(0, 30522, (cap, seq_len), generator=g)
     else:
-        x = torch.randn(batch, 3, image_size, image_size, generator=g).to(device)
+        x_host = torch.randn(cap, 3, image_size, image_size, generator=g)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x_host = x_host.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, n_cls, (batch,), generator=g).to(device)
     params = sum(p.numel() for p in net.parameters())
     state: dict = {"loss": None}
+    if input_mode == "device":
+        x = x_host.to(device)
+
+        def fetch(n):
+            return x[:n]
+    else:
+        if input_mode == "pinned" and device.type == "cuda":
+            x_host = x_host.pin_memory()
+        x = torch.empty_like(x_host, device=device)
+
+        def fetch(n):  # the copy is part of the timed step
+            x[:n].copy_(x_host[:n], non_blocking=input_mode == "pinned")
+            return x[:n]
+    nbytes = x_host[:batch].numel() * x_host.element_size() if input_mode != "device" else 0
 
     if mode == "inference":
         net.eval()
 
-        def step():
+        def step_n(n):
+            xb = fetch(n)
             with torch.inference_mode(), autocast(device, amp):
-                return net(x)
-        return Workload(step, net, x, lambda: None, params)
+                return net(xb)
+        return Workload(lambda: step_n(batch), net, x, lambda: None, params, step_n, nbytes, input_mode)
 
     net.train()
     opt_name = optimizer or ("adamw" if is_nlp(model) else "sgd")
@@ -128,9 +156,10 @@ def make_workload(model: str, batch: int, mode: str, device: torch.device, *, se
     scaler = make_grad_scaler(device, amp)
 
     def step():
+        xb = fetch(batch)
         opt.zero_grad(set_to_none=True)
         with autocast(device, amp):
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(net(xb), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -140,4 +169,4 @@ def make_workload(model: str, batch: int, mode: str, device: torch.device, *, se
     def last_loss():
         return None if state["loss"] is None else float(state["loss"])
 
-    return Workload(step, net, x, last_loss, params)
+    return Workload(step, net, x, last_loss, params, None, nbytes, input_mode)
