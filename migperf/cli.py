@@ -149,7 +149,7 @@ def cmd_report(a) -> int:
         print("report: give RESULTS.jsonl files or --latest", file=sys.stderr)
         return 2
     out = Path(a.out) if a.out else Path(a.results[0]).parent / "report"
-    rd = Path(a.results_dir) if a.results_dir else None
+    rd = Path(a.results_dir) if a.results_dir else (Path(a.results[0]).parent if a.results_dir_latest else None)
     return _report(a.results, out, rd, a.config, a.seed, 0.0, plot=not a.no_plots)
 
 
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latest", action="store_true", help="the newest runs/migperf/*/*/results.jsonl")
     p.add_argument("--out", default=None, help="folder (default: beside the first file, report/)")
     p.add_argument("--results-dir", default=None, help="also write results.json(s) for common.compare here")
+    p.add_argument("--results-dir-latest", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")

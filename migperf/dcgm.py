@@ -159,11 +159,15 @@ def parse_discovery(text: str) -> dict[tuple[int, int], int]:
 
 
 def parse_dmon(lines) -> list[tuple[str, int, dict[str, float | None]]]:
-    """``dcgmi dmon`` output → ``[(entity group, entity id, {key: value or None for N/A})]``.
-    The header (``#Entity GRACT SMACT ...``, repeated every 14 rows) gives the column order; rows
-    are ``GPU 0 ...``, ``GPU-I 2 ...``, ``GPU-CI 5 ...`` (NVIDIA/DCGM dcgmi/DeviceMonitor.cpp)."""
+    """``dcgmi dmon`` output → ``[(entity group, entity id, {key: value or None for N/A})]``."""
+    return list(iter_dmon(lines))
+
+
+def iter_dmon(lines):
+    """Rows of ``dcgmi dmon`` output as they come (lines may be a live pipe). The header
+    (``#Entity GRACT SMACT ...``, repeated every 14 rows) gives the column order; rows are
+    ``GPU 0 ...``, ``GPU-I 2 ...``, ``GPU-CI 5 ...`` (NVIDIA/DCGM dcgmi/DeviceMonitor.cpp)."""
     cols: list[str] = []
-    out = []
     for line in lines:
         parts = line.split()
         if not parts:
@@ -182,8 +186,7 @@ def parse_dmon(lines) -> list[tuple[str, int, dict[str, float | None]]]:
                     vals[BY_SHORT[c]] = float(v)
                 except ValueError:
                     vals[BY_SHORT[c]] = None  # "N/A": a blank value
-        out.append((parts[0], int(parts[1]), vals))
-    return out
+        yield parts[0], int(parts[1]), vals
 
 
 class DmonSource:
@@ -230,16 +233,15 @@ class DmonSource:
         self.thread.start()
 
     def _pump(self) -> None:
-        for line in self.proc.stdout:
-            for grp, eid, vals in parse_dmon([line]):
-                if (grp, eid) != self.entity:
-                    continue
-                good = {f"dcgm_{k}_pct": 100.0 * v for k, v in vals.items() if v is not None}
-                for k, v in vals.items():
-                    if v is None:
-                        self.failures[f"dcgm_{k}_pct"] = "dcgmi dmon printed N/A (field blank for this entity)"
-                with self.lock:
-                    self.buf.append(good)
+        for grp, eid, vals in iter_dmon(self.proc.stdout):
+            if (grp, eid) != self.entity:
+                continue
+            good = {f"dcgm_{k}_pct": 100.0 * v for k, v in vals.items() if v is not None}
+            for k, v in vals.items():
+                if v is None:
+                    self.failures[f"dcgm_{k}_pct"] = "dcgmi dmon printed N/A (field blank for this entity)"
+            with self.lock:
+                self.buf.append(good)
 
     def read(self) -> dict | None:
         with self.lock:

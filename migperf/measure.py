@@ -108,8 +108,8 @@ def latency_stats(lat_s, min_tail: int = 10, reps: int = 1000, confidence: float
     return out
 
 
-def fmt_percentile(st: dict | None, q: int, nd: int = 2) -> str:
-    """"12.30 [11.90, 12.80] ms (n=540)" or "n/a (n=120 < 1100)"."""
+def fmt_percentile(st: dict | None, q: int, nd: int = 2, unit: str = "") -> str:
+    """"12.30 [11.90, 12.80] (n=540)" (``unit`` after the value) or "n/a (n=120 < 1100)"."""
     if not st:
         return "—"
     v = st.get(f"p{q}_ms")
@@ -118,7 +118,7 @@ def fmt_percentile(st: dict | None, q: int, nd: int = 2) -> str:
         return f"n/a (n={st['n']}" + (f" < {need}" if need else "") + ")"
     ci = st.get(f"p{q}_ci_ms")
     c = f" [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]" if ci else ""
-    return f"{v:.{nd}f}{c} (n={st['n']})"
+    return f"{v:.{nd}f}{unit}{c} (n={st['n']})"
 
 
 @dataclass

@@ -638,9 +638,10 @@ def write_results_json(recs: list[dict], run_dir: Path, config: str | None, seed
             break
     metrics = {}
     for r in rows(recs):
-        if r["mode"] != "open_loop" and "throughput_sps" in r and r["concurrent"] == 1:
+        if r["mode"] != "open_loop" and "throughput_sps" in r:
             seq = f"_seq{r['seq_len']}" if r["seq_len"] else ""
-            metrics[f"{r['model']}_{r['mode']}_bs{r['batch_size']}{seq}_{r['profile']}_sps"] = r["throughput_sps"]
+            con = f"_of{r['concurrent']}concurrent" if r["concurrent"] > 1 else ""
+            metrics[f"{r['model']}_{r['mode']}_bs{r['batch_size']}{seq}_{r['profile']}{con}_sps"] = r["throughput_sps"]
         if r["mode"] == "open_loop" and r.get("max_rate_meeting_p99_qps") is not None:
             metrics[f"{r['model']}_bs{r['batch_size']}_{r['profile']}_max_qps_p99"] = r["max_rate_meeting_p99_qps"]
     for x in cpu_ratios(recs):

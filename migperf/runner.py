@@ -368,13 +368,13 @@ def summary_line(rec: dict) -> str:
     if rec.get("contention", {}).get("contended"):
         flag = " [CONTENDED: " + "; ".join(rec["contention"]["reasons"]) + "]"
     if c["mode"] == "open_loop":
-        parts = [f"{x['offered_qps']:g}/s→p99 {fmt_percentile(x['latency'], 99)} ms"
+        parts = [f"{x['offered_qps']:g}/s→p99 {fmt_percentile(x['latency'], 99, unit=' ms')}"
                  + (f" ({x['unserved']} unserved)" if x["unserved"] else "") for x in r["rates"] if x["latency"]]
         return (f"{head}: " + ", ".join(parts) + f"; max rate within p99 bound: {r.get('max_rate_meeting_p99_qps')}"
                 + (" (quick: not LoadGen-valid)" if r.get("rules") == "quick" else "") + flag)
     lat = r["latency"]
-    return (f"{head}: {r['throughput_sps']:.1f} samples/s, p50 {fmt_percentile(lat, 50)} ms, "
-            f"p99 {fmt_percentile(lat, 99)} ms ({r['stop_reason']}){flag}")
+    return (f"{head}: {r['throughput_sps']:.1f} samples/s, p50 {fmt_percentile(lat, 50, unit=' ms')}, "
+            f"p99 {fmt_percentile(lat, 99, unit=' ms')} ({r['stop_reason']}){flag}")
 
 
 def pending_groups(groups: list[list[dict]], out: Path) -> list[list[dict]]:

@@ -2,9 +2,9 @@ import sys
 
 import pytest
 
+from migperf import fakes as fake
 from migperf import nvml
 from migperf.cli import main
-from migperf.tests import fake_pynvml as fake
 
 
 @pytest.fixture
@@ -21,6 +21,10 @@ def test_load_nvml_without_driver(install, capsys):
     assert nv is None and "NVML Shared Library Not Found" in why
     assert main(["info"]) == 0
     assert "no NVIDIA GPU visible" in capsys.readouterr().out
+    assert main(["info", "--json"]) == 0                      # JSON even without a driver
+    import json
+    d = json.loads(capsys.readouterr().out)
+    assert d["nvml"] is False and d["gpus"] == [] and "Library Not Found" in d["why"]
 
 
 def test_discover_a100_mig(install, capsys):
@@ -59,29 +63,68 @@ def test_mig_sampler_scopes_and_energy(install):
     assert m["power_w"]["mean"] == 250.0 and m["power_w"]["scope"] == "whole-board"
     assert m["energy_j"]["value"] == pytest.approx(250.0 * 1.5) and m["energy_j"]["scope"] == "whole-board"
     assert "gpu_util_pct" not in m and "not supported on MIG" in summ["notes"]["utilization"]
-    assert "gpm_sm_util_pct" not in m and "GPM not supported" in summ["notes"]["gpm"]   # A100: no GPM
+    assert "gpm_smact_pct" not in m and "GPM not supported" in summ["notes"]["gpm"]   # A100: no GPM
     assert "nvmlDeviceGetUtilizationRates" not in nv._calls
     env = nvml.device_environment(nv, uuid)
     assert env["mig_profile"] == "1g.10gb" and env["gi_id"] == 9 and env["gpu_name"] == "NVIDIA A100-SXM4-80GB"
 
 
-def test_whole_gpu_sampler_and_gpm_on_h100(install):
-    gpu = fake.h100_80gb(mig=False)
-    nv = install(fake.make_module([gpu]))
-    s = nvml.gpu_sampler(nv, "cuda:0", interval_s=0.0)
+def _drive(s, clock, steps, dt):
     s.start()
-    s.tick()
-    s.tick()
-    m = s.stop()["metrics"]
+    for _ in range(steps):
+        clock["t"] += dt
+        s.tick()
+    return s.stop()
+
+
+def test_whole_gpu_sampler_and_gpm_on_hopper(install):
+    clock = {"t": 0.0}
+    gpu = fake.h100_nvl(mig=False)
+    nv = install(fake.make_module([gpu], clock=lambda: clock["t"]))
+    m = _drive(nvml.gpu_sampler(nv, "cuda:0", 0.0, clock=lambda: clock["t"]), clock, 3, 0.2)["metrics"]
     assert m["gpu_util_pct"]["mean"] == 37 and m["gpu_util_pct"]["scope"] == "device"
-    assert m["gpm_sm_util_pct"]["mean"] == pytest.approx(63.5) and m["power_w"]["mean"] == 350.0
-    mig = fake.h100_80gb(mig=True)
-    nv = install(fake.make_module([mig]))
-    s = nvml.gpu_sampler(nv, mig.migs[0].uuid, interval_s=0.0)
+    assert m["gpm_gract_pct"]["mean"] == pytest.approx(71.0) and m["gpm_smact_pct"]["mean"] == pytest.approx(63.5)
+    assert m["gpm_gract_pct"]["scope"] == "device" and m["power_w"]["mean"] == 350.0
+
+
+def test_gpm_is_per_instance_on_mig(install):
+    """Guards the science: a MIG cell's GPM comes from its own GPU instance (nvmlGpmMigSampleGet),
+    not the whole device, whose values differ in the fake (as they do on a shared board)."""
+    clock = {"t": 0.0}
+    gpu = fake.h100_nvl(mig=True)
+    nv = install(fake.make_module([gpu], clock=lambda: clock["t"]))
+    for mg in gpu.migs:
+        summ = _drive(nvml.gpu_sampler(nv, mg.uuid, 0.0, clock=lambda: clock["t"]), clock, 3, 0.2)
+        m = summ["metrics"]
+        assert m["gpm_gract_pct"]["mean"] == pytest.approx(mg.gpm[1]) != gpu.gpm_device[1]
+        assert m["gpm_smact_pct"]["mean"] == pytest.approx(mg.gpm[2]) and m["gpm_gract_pct"]["scope"] == "mig-instance"
+    assert "nvmlGpmMigSampleGet" in nv._calls and "nvmlGpmSampleGet" not in nv._calls
+
+
+def test_gpm_keeps_samples_100ms_apart_and_checks_each_metric(install):
+    clock = {"t": 0.0}
+    gpu = fake.h100_nvl(mig=True)
+    gpu.gpm_unsupported = {3}                                  # SM occupancy: per-metric NOT_SUPPORTED
+    nv = install(fake.make_module([gpu], clock=lambda: clock["t"]))
+    s = nvml.gpu_sampler(nv, gpu.migs[0].uuid, 0.0, clock=lambda: clock["t"])
+    summ = _drive(s, clock, 25, 0.01)                          # a 10 ms sampler: GPM only every 100 ms
+    m = summ["metrics"]
+    assert m["gpm_gract_pct"]["n"] == 2 and m["gpm_gract_pct"]["min"] == pytest.approx(91.0)  # never a 0 entered
+    assert "gpm_smocc_pct" not in m and "returned 3" in summ["unsupported"]["gpm_smocc_pct"]
+
+
+def test_gpm_first_sample_failure_does_not_fail_the_cell(install, monkeypatch):
+    gpu = fake.h100_nvl(mig=True)
+    nv = install(fake.make_module([gpu]))
+
+    def boom(*a):
+        raise fake.NVMLError_NotSupported()
+    monkeypatch.setattr(nv, "nvmlGpmMigSampleGet", boom)
+    s = nvml.gpu_sampler(nv, gpu.migs[0].uuid, 0.0)
     s.start()
     s.tick()
-    m = s.stop()["metrics"]
-    assert m["gpm_sm_util_pct"]["scope"] == "mig-instance" and m["gpm_sm_util_pct"]["mean"] == pytest.approx(63.5)
+    summ = s.stop()
+    assert "gpm" in summ["unsupported"] and "memory_used_mib" in summ["metrics"]
 
 
 def test_unsupported_counter_is_reported_not_zero(install):
@@ -115,9 +158,11 @@ def test_sampler_thread_runs_at_interval():
 
 def test_info_json(install, capsys):
     import json
-    install(fake.make_module([fake.h100_80gb(mig=True)]))
+    install(fake.make_module([fake.h100_nvl(mig=True)]))
     assert main(["info", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     g = d["gpus"][0]
-    assert g["name"] == "NVIDIA H100 80GB HBM3" and g["mig_current"]
+    assert g["name"] == "NVIDIA H100 NVL" and g["mig_current"]
     assert g["mig_devices"][0]["uuid"] == "MIG-aaaabbbb-cccc-5ddd-8eee-ffff00000001"
+    assert {p["name"]: p["sms"] for p in g["profiles"]} == {"1g.12gb": 16, "1g.12gb+me": 16, "1g.24gb": 26,
+                                                            "2g.24gb": 32}  # the capture's rows

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from migperf.cli import main
+from migperf.fakes import write_script
 from migperf.profiles import GPUS, plan_layout
 from migperf.smi import SmiError, apply_layout, parse_lgi, parse_list, parse_mig_mode_csv, reset_layout
-from migperf.tests.fake_smi import write_script
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).parents[1] / "captures"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,7 +39,7 @@ def fake_smi(tmp_path, monkeypatch):
     st = tmp_path / "state.json"
     st.write_text(json.dumps({"gpus": [{"name": "NVIDIA A100-SXM4-80GB", "mig": True, "gis": []},
                                        {"name": "NVIDIA A100-SXM4-80GB", "mig": False, "gis": []}]}))
-    exe = write_script(tmp_path / "nvidia-smi", sys.executable, [str(ROOT)])
+    exe = write_script(tmp_path / "nvidia-smi", "smi_main", sys.executable, [str(ROOT)])
     monkeypatch.setenv("MIGPERF_NVIDIA_SMI", str(exe))
     monkeypatch.setenv("FAKE_SMI_STATE", str(st))
     return st

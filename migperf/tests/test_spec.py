@@ -23,11 +23,15 @@ def test_matrix_expansion_and_defaults():
     assert len(cells) == 2 * 3 * 2 * 2 * 2 and all(len(g) == 1 for g in groups)
     assert [c["cell"] for c in cells] == list(range(len(cells)))
     r = next(c for c in cells if c["model"] == "resnet18")
-    assert r["seq_len"] is None and r["image_size"] == 32 and r["stop"] == {"min_iters": 3} and r["seed"] == 5
+    assert r["seq_len"] is None and r["image_size"] == 32 and r["stop"]["min_iters"] == 3 and r["seed"] == 5
+    assert r["stop"]["max_time_s"] == 30.0 and r["dcgm"]["source"] == "auto"   # the rest from config.DEFAULTS
     d = [c for c in cells if c["model"] == "distilbert"]
     assert {c["seq_len"] for c in d} == {16, 32} and {c["warmup_iters"] for c in d} == {1}
     ol = next(c for c in cells if c["mode"] == "open_loop")
-    assert ol["open_loop"]["rates"] == [5.0, 10.0] and ol["open_loop"]["duration_s"] == 10.0
+    assert ol["open_loop"]["rates"] == [5.0, 10.0] and ol["open_loop"]["duration_s"] == 600.0   # LoadGen minimum
+    assert ol["open_loop"]["rules"] == "loadgen" and ol["open_loop"]["server"]["max_batch"] == 1
+    quick = [c for g in expand(s, quick=True) for c in g if c["mode"] == "open_loop"]
+    assert {c["open_loop"]["rules"] for c in quick} == {"quick"}
     assert {c["seed"] for c in cells} == {5, 6}
 
 
@@ -38,6 +42,10 @@ def test_concurrent_groups_and_mig_all():
     groups = expand(s, ["MIG-a", "MIG-b", "MIG-c"])
     assert [[c["device"] for c in g] for g in groups] == [["MIG-a", "MIG-b", "MIG-c"]] * 2
     assert groups[0][0]["concurrent_devices"] == ["MIG-a", "MIG-b", "MIG-c"]
+    one = _spec(devices=["mig:1"])
+    assert [c["device"] for g in expand(one, ["MIG-a", "MIG-b"]) for c in g] == ["MIG-b"]
+    with pytest.raises(SpecError, match="'mig:1' but only 1 MIG device"):
+        expand(one, ["MIG-a"])
 
 
 @pytest.mark.parametrize("exp,msg", [
@@ -48,7 +56,10 @@ def test_concurrent_groups_and_mig_all():
     ({"modes": [{"open_loop": {"rates": [1], "qps": 3}}]}, r"unknown keys \['qps'\]"),
     ({"devices": ["cpu:a"]}, r"experiments\[0\].devices\[0\]"),
     ({"stop": {"min_iters": 0}}, r"experiments\[0\].stop: stop rule needs"),
+    ({"stop": {"p99": 1}}, r"experiments\[0\].stop: unknown keys \['p99'\]"),
     ({"amp": "yes"}, r"experiments\[0\].amp = 'yes' has the wrong type"),
+    ({"input": "gpu"}, r"experiments\[0\].input = 'gpu'; choose one of"),
+    ({"modes": [{"open_loop": {"rates": [1], "server": {"batch": 2}}}]}, r"open_loop.server: unknown keys"),
     ({"batchsize": [1]}, r"unknown keys \['batchsize'\]"),
     ({"seq_lens": [1024]}, r"seq_lens\[0\] must be an integer in 1..512"),
 ])
@@ -62,15 +73,35 @@ def test_load_spec_errors(tmp_path):
         load_spec(tmp_path / "none.yaml")
     p = tmp_path / "bad.yaml"
     p.write_text("experiments: [\n")
-    with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(SpecError, match="bad.yaml: invalid YAML"):
         load_spec(p)
 
 
-def test_shipped_specs_validate():
+def test_shipped_configs_validate_and_state_only_deltas():
     from pathlib import Path
-    for p in sorted((Path(__file__).parents[1] / "specs").glob("*.yaml")):
+
+    import yaml
+    for p in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         s = load_spec(p)
         assert expand(s, ["MIG-x"]), p
+        raw = yaml.safe_load(p.read_text())
+        parent = load_spec(p.parent / raw["base"])["defaults"] if "base" in raw else load_spec(p)["defaults"]
+        if "base" not in raw:
+            from migperf.config import CELL_DEFAULTS as parent
+        for k, v in (raw.get("defaults") or {}).items():      # nothing restated from what it overrides
+            d = parent[k]
+            assert (v != d) if not isinstance(d, dict) else all(v[kk] != d[kk] for kk in v), (p, k)
+
+
+def test_load_spec_set_overrides_and_unknown_keys(tmp_path):
+    from pathlib import Path
+    syn = Path(__file__).parents[1] / "configs" / "synthetic.yaml"
+    s = load_spec(syn, ["defaults.stop.max_time_s=1.5"])
+    assert s["defaults"]["stop"]["max_time_s"] == 1.5 and s["name"] == "synthetic"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults: {warmup: 3}\nexperiments: []\n")
+    with pytest.raises(SpecError, match="bad.yaml: unknown config key 'defaults.warmup'"):
+        load_spec(bad)
 
 
 def test_cpu_devices_and_env():

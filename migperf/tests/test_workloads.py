@@ -43,3 +43,15 @@ def test_amp_and_channels_last_run_on_cpu():
     wl = make_workload("mobilenet_v2", 2, "inference", CPU, image_size=32, num_classes=3, amp=True, channels_last=True)
     out = wl.step()
     assert out.dtype == torch.bfloat16 and wl.inputs.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pinned_input_copies_each_batch_inside_the_step():
+    wl = make_workload("resnet18", 2, "inference", CPU, image_size=32, num_classes=5, input_mode="pinned")
+    assert wl.copy_bytes == 2 * 3 * 32 * 32 * 4 and wl.input_mode == "pinned"
+    wl.inputs.zero_()                          # the device-side buffer is refilled by every step
+    wl.step()
+    assert wl.inputs.abs().sum() > 0
+    dev = make_workload("resnet18", 2, "inference", CPU, image_size=32, num_classes=5, max_samples=6)
+    assert dev.copy_bytes == 0 and dev.inputs.shape[0] == 6 and dev.step_n(5).shape == (5, 5)
+    with pytest.raises(ValueError, match="input must be"):
+        make_workload("resnet18", 1, "inference", CPU, input_mode="gpu")
