@@ -36,6 +36,8 @@ PERCENTILE_METHOD = ("LoadGen nearest rank: sorted sample at index floor(q/100*n
 QUANTILES = (50, 90, 95, 99)
 
 
+# DEVIATION: the original tool used np.percentile (linear interpolation) on every sample count;
+# here LoadGen's nearest rank, reported only with enough samples above it, with a bootstrap CI.
 def percentile(sorted_vals, q: float) -> float:
     """LoadGen's percentile of an ascending sequence: the element at index ⌊q/100·n⌋."""
     n = len(sorted_vals)
@@ -268,6 +270,8 @@ def loadgen_verdict(res: dict, ol: dict) -> dict:
             "early_stopping": es, "note": note}
 
 
+# DEVIATION: the original served queries over HTTP (Sanic server + client); here the server runs
+# in-process (no serialisation or network time), which isolates the device's queueing behaviour.
 def open_loop(step: Callable[[int], object], batch: int, rate: float, duration_s: float, *, seed: int = 0,
               warmup: int = 5, sync: Callable[[], None] = _noop, clock: Callable[[], float] = time.perf_counter,
               sleep: Callable[[float], None] = time.sleep, drain_factor: float = 2.0, max_batch: int = 1,

@@ -137,6 +137,8 @@ def make_workload(model: str, batch: int, mode: str, device: torch.device, *, se
     nbytes = x_host[:batch].numel() * x_host.element_size() if input_mode != "device" else 0
 
     if mode == "inference":
+        # DEVIATION: the original timed inference in train mode with autograd on; eval() +
+        # inference_mode() here (BatchNorm uses running stats, no graph is built)
         net.eval()
 
         def step_n(n):
