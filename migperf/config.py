@@ -85,7 +85,8 @@ DEFAULTS = {
     "experiments": [],           # the matrix (see the module docstring)
 }
 
-# choices checked by migperf.spec before anything runs
-RULES = {"defaults.input": ("device", "pinned", "pageable"),
+# choices checked by migperf.spec before anything runs (named CHOICES, not RULES: "open_loop.rules"
+# is not a DEFAULTS key, so common.config could not check it)
+CHOICES = {"defaults.input": ("device", "pinned", "pageable"),
          "defaults.dcgm.source": ("auto", "exporter", "dmon", "off"),
          "open_loop.rules": ("loadgen", "quick")}

@@ -414,18 +414,17 @@ def make_module(gpus: list[FakeGpu], clock=None, init_error: type[NVMLError] | N
 
 
 # ---- fake command-line tools -------------------------------------------------------------------
-SCRIPT = """#!{python}
-import sys
-sys.path[:0] = {path!r}
-from migperf.fakes import {entry}
-sys.exit({entry}(sys.argv[1:]))
+SCRIPT = """#!/bin/sh
+PYTHONPATH={root} exec {python} -m migperf.fakes {entry} "$@"
 """
 
 
 def write_script(path: Path, entry: str, python: str = sys.executable, syspath=None) -> Path:
-    """An executable that runs ``migperf.fakes.<entry>(argv)`` (``smi_main`` or ``dcgmi_main``)."""
-    syspath = syspath or [str(Path(__file__).resolve().parents[1])]
-    path.write_text(SCRIPT.format(python=python, path=list(syspath), entry=entry))
+    """An executable running ``python -m migperf.fakes <entry> ARGS`` (``smi_main`` or ``dcgmi_main``)."""
+    import shlex
+
+    root = (syspath or [str(Path(__file__).resolve().parents[1])])[0]
+    path.write_text(SCRIPT.format(python=shlex.quote(python), root=shlex.quote(root), entry=entry))
     path.chmod(0o755)
     return path
 
@@ -539,3 +538,17 @@ class ExporterServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv=None) -> int:
+    """``python -m migperf.fakes smi_main|dcgmi_main ARGS``: the fake tools' entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    entries = {"smi_main": smi_main, "dcgmi_main": dcgmi_main}
+    if not argv or argv[0] not in entries:
+        print(f"usage: python -m migperf.fakes {{{','.join(entries)}}} ARGS", file=sys.stderr)
+        return 2
+    return entries[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 
 from common.config import ConfigError, load_config
-from migperf.config import CELL_DEFAULTS, DEFAULTS, OPEN_LOOP, RULES
+from migperf.config import CELL_DEFAULTS, CHOICES, DEFAULTS, OPEN_LOOP
 from migperf.measure import StopRule
 from migperf.workloads import MODELS, is_nlp
 
@@ -91,7 +91,7 @@ def _check_fields(d: dict, where: str, src: str) -> None:
                                     f"(default {default[kk]!r})")
         elif not _type_ok(default, v):
             raise SpecError(f"{src}: {where}.{k} = {v!r} has the wrong type (default {default!r})")
-    for key, choices in RULES.items():
+    for key, choices in CHOICES.items():
         head, _, tail = key.partition(".")
         if head != "defaults":
             continue
@@ -122,8 +122,8 @@ def _mode(m, where: str, src: str) -> dict:
             raise SpecError(f"{src}: {where}.open_loop.server: unknown keys {sorted(badsrv)}; "
                             f"valid: {sorted(OPEN_LOOP['server'])}")
         o = merge_cell(OPEN_LOOP, ol)
-        if o["rules"] not in RULES["open_loop.rules"]:
-            raise SpecError(f"{src}: {where}.open_loop.rules must be one of {list(RULES['open_loop.rules'])}")
+        if o["rules"] not in CHOICES["open_loop.rules"]:
+            raise SpecError(f"{src}: {where}.open_loop.rules must be one of {list(CHOICES['open_loop.rules'])}")
         srv = o["server"]
         if int(srv["max_batch"]) < 1 or int(srv["workers"]) < 1 or float(srv["max_delay_ms"]) < 0:
             raise SpecError(f"{src}: {where}.open_loop.server needs max_batch >= 1, workers >= 1, max_delay_ms >= 0")
