@@ -74,7 +74,8 @@ def _ncon(r: dict) -> int:
 def _key(r: dict) -> tuple:
     c = r["spec"]
     return (c["experiment"], c["model"], c["mode"], c["batch_size"], c.get("seq_len") or 0,
-            r.get("profile") or c["device"], _ncon(r), bool(c.get("amp")), c.get("input", "device"))
+            r.get("profile") or c["device"], _ncon(r), bool(c.get("amp")), c.get("input", "device"),
+            json.dumps((c.get("open_loop") or {}).get("server"), sort_keys=True))
 
 
 def _activity(r: dict) -> float | None:
@@ -92,7 +93,7 @@ def rows(recs: list[dict]) -> list[dict]:
         groups[_key(r)].append(r)
     out = []
     for k, rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        exp, model, mode, bs, seq, prof, ncon, amp, inp = k
+        exp, model, mode, bs, seq, prof, ncon, amp, inp, _srv = k
         ok = [r for r in rs if r["status"] == "ok"]
         row = {"experiment": exp, "model": model, "mode": mode, "batch_size": bs, "seq_len": seq or "",
                "profile": prof, "concurrent": ncon, "amp": amp, "input": inp, "n": len(ok),
@@ -245,7 +246,8 @@ def cpu_ratios(recs: list[dict]) -> list[dict]:
     whole = defaultdict(dict)
     cont = defaultdict(int)
     for r in recs:
-        if r["status"] == "ok" and (r.get("profile") or "").startswith("cpu-") and _ncon(r) == 1:
+        if (r["status"] == "ok" and r["spec"]["mode"] != "open_loop" and (r.get("profile") or "").startswith("cpu-")
+                and _ncon(r) == 1):
             c = r["spec"]
             k = (c["model"], c["mode"], c["batch_size"], c.get("seq_len") or "", r["profile"])
             whole[k][c["repeat"]] = r["result"]["throughput_sps"]

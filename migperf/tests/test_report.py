@@ -77,7 +77,9 @@ def test_concurrent_cells_are_summed_and_preferred():
 
 
 def test_cpu_analogue_ratio_mean_std_over_repeats():
-    recs = []
+    ol = rec("resnet18", 1, "cpu-1core", 0.0, mode="open_loop", gpu=None, device="cpu:0")
+    ol["result"] = {"rates": [], "percentile_method": "LoadGen"}            # open-loop cells have no throughput_sps
+    recs = [ol]
     for rep, (a, b, whole) in enumerate([(10, 12, 20), (11, 11, 20), (12, 12, 20)]):
         recs += [rec("resnet18", 1, "cpu-1core", a, devices=["cpu:0", "cpu:1"], device="cpu:0", repeat=rep, gpu=None),
                  rec("resnet18", 1, "cpu-1core", b, devices=["cpu:0", "cpu:1"], device="cpu:1", repeat=rep, gpu=None),
