@@ -7,7 +7,7 @@ PYTHON_BOOT ?= python3.11
 VENV        := .venv
 PY          := $(abspath $(VENV))/bin/python
 STAMP       := $(VENV)/.installed
-REQS        := requirements.txt $(wildcard */requirements.txt) pyproject.toml
+REQS        := requirements.txt requirements-nodeps.txt $(wildcard */requirements.txt) pyproject.toml
 # a project is a top-level folder with a paper.yaml (common/projects.py; no list to edit)
 PRESENT     := $(patsubst %/paper.yaml,%,$(wildcard */paper.yaml))
 # pytest workers for `make test` (2 cores here); `make test PYTEST_WORKERS=0` runs serially
@@ -28,6 +28,7 @@ $(STAMP): $(REQS)
 	@command -v $(PYTHON_BOOT) >/dev/null || { echo "need $(PYTHON_BOOT) on PATH (set PYTHON_BOOT=...)" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	@touch $@
 
