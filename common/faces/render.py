@@ -410,12 +410,10 @@ def _shade_visible(sc: _Scene, f, m, bg):
     lam = np.clip(_dot(n_head, light), 0, None)
     spec = 0.12 * np.clip(_dot(n_head, (light + (0, 0, 1)) / np.linalg.norm(light + (0, 0, 1))), 0, None) ** 24
     col = alb * (nu.ambient + (1 - nu.ambient) * lam)[:, None] + spec[:, None]
-    lens = np.isfinite(sc.lens)
-    tint = (0.05, 0.05, 0.06) if nu.eyewear == "sunglasses" else None
-    col[lens] = tint if tint else 0.8 * col[lens] + 0.12
-    col[lens] += 0.25 * np.clip(light[2], 0, 1) * (0.5 + 0.5 * np.cos(6 * sc.p[lens, 1]))[:, None] ** 8
-    img = np.where((pid == 0)[:, None], bg.reshape(-1, 3), np.clip(col, 0, None) ** GAMMA).reshape(sc.size, sc.size, 3)
-    return img
+    img = np.where((pid == 0)[:, None], bg.reshape(-1, 3), np.clip(col, 0, None) ** GAMMA)
+    lens = np.isfinite(sc.lens)  # sunglasses: dark; clear lenses: a slight veil (over the face or the background)
+    img[lens] = (0.1, 0.1, 0.12) if nu.eyewear == "sunglasses" else 0.8 * img[lens] + 0.12
+    return img.reshape(sc.size, sc.size, 3)
 
 
 def _shade_thermal(sc: _Scene, f, m, bg_t):
@@ -435,10 +433,10 @@ def _shade_thermal(sc: _Scene, f, m, bg_t):
         h[f["beard"]] -= 2.5
     h[f["hair"]] = 29.0
     t[m] = h
-    t = np.where(np.isfinite(sc.lens), ta + 3.0, t)  # glass is opaque to LWIR: the lens's own temperature
     cos = np.clip(sc.normals(sc.p, pid)[:, 2], 0, 1)
-    t = ta + (t - ta) * (1 - 0.3 * (1 - cos) ** 2)  # emissivity fall-off at grazing angles
-    return np.where(pid == 0, bg_t.ravel(), t).reshape(sc.size, sc.size)
+    t = np.where(pid == 0, bg_t.ravel(), ta + (t - ta) * (1 - 0.3 * (1 - cos) ** 2))  # emissivity at grazing angles
+    t[np.isfinite(sc.lens)] = ta + 3.0  # glass is opaque to LWIR: the lens's own temperature
+    return t.reshape(sc.size, sc.size)
 
 
 def _box(sc: _Scene) -> np.ndarray:
@@ -469,12 +467,14 @@ def render(identity: Identity, nuisance: Nuisance, size: int = 64, modality: str
     else:
         bg_t = bg if background is not None else nu.t_ambient + (
             4 * bg.mean(-1) - 2 if nu.background != "flat" else np.zeros((size, size)))
-        temp = _shade_thermal(sc, f, m, bg_t)
-        if 0 < nu.t_native < size:
-            down, up = _resample(size, nu.t_native), _resample(nu.t_native, size)
-            temp = up @ (down @ temp @ down.T) @ up.T
-        temp = blur(temp, nu.t_blur) + nu.t_noise * flip(
-            rng.standard_normal((size, size)) + 0.5 * rng.standard_normal(size)[None, :])
+        temp = blur(_shade_thermal(sc, f, m, bg_t), nu.t_blur)  # optics, then the sensor's pixels and noise
+        n = nu.t_native if 0 < nu.t_native < size else size
+        noise = nu.t_noise * flip(rng.standard_normal((n, n)) + 0.5 * rng.standard_normal(n)[None, :])
+        if n < size:
+            down, up = _resample(size, n), _resample(n, size)
+            temp = up @ (down @ temp @ down.T + noise) @ up.T
+        else:
+            temp = temp + noise
         lo, hi = T_RANGE
         out = np.round(np.clip((temp - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
         temp = temp.astype(np.float32)

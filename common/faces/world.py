@@ -161,14 +161,15 @@ class Nuisance:
 
 def sample_nuisance(rng: np.random.Generator, *, yaw=(-90.0, 90.0), pitch=(-20.0, 20.0), roll=(-12.0, 12.0),
                     expressions=EXPRESSIONS, intensity=(0.5, 1.0), eyewear_p=(0.7, 0.15, 0.15),
-                    backgrounds=BACKGROUNDS, scale=(0.9, 1.1), offset=0.04, **fixed) -> Nuisance:
-    """A random nuisance; ranges are (low, high) uniform; ``fixed`` sets any field outright."""
+                    backgrounds=BACKGROUNDS, scale=(0.9, 1.1), shift=0.04, **fixed) -> Nuisance:
+    """A random nuisance: (low, high) ranges are uniform (a number fixes the value), ``shift`` bounds
+    the offset, ``eyewear_p`` weighs none/clear/sunglasses; ``fixed`` sets any Nuisance field outright."""
     u = lambda r: float(rng.uniform(*r)) if isinstance(r, tuple) else float(r)
     nu = dict(yaw=u(yaw), pitch=u(pitch), roll=u(roll), expression=str(rng.choice(expressions)),
               intensity=u(intensity), eyewear=str(rng.choice(EYEWEAR, p=eyewear_p)),
               light_az=u((-70.0, 70.0)), light_el=u((-10.0, 60.0)), ambient=u((0.3, 0.6)),
               background=str(rng.choice(backgrounds)), bg_rgb=tuple(float(c) for c in rng.uniform(0.1, 0.9, 3)),
-              scale=u(scale), offset=(u((-offset, offset)), u((-offset, offset))), blur=u((0.2, 0.6)),
+              scale=u(scale), offset=(u((-shift, shift)), u((-shift, shift))), blur=u((0.2, 0.6)),
               t_ambient=u((18.0, 24.0)), seed=int(rng.integers(2**31)))
     names = {f.name for f in fields(Nuisance)}
     bad = set(fixed) - names
