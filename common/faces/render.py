@@ -77,6 +77,7 @@ def _ellipsoid(c, e, q=None):
 
 
 def _primitives(idn: Identity, act: dict, rot: np.ndarray, eyewear: str, features: bool):
+    # RECONSTRUCTED: part sizes and placements (head units), tuned by eye and by MTCNN's detection rate
     a, c = idn.head_w, idn.head_d
     zf = lambda x, y: c * np.sqrt(max(1 - (x / a) ** 2 - y**2, 0.0))
     prims = {HEAD: _ellipsoid((0, 0, 0), (a, 1, c)),
@@ -259,6 +260,7 @@ def _features_geometry(idn: Identity, act: dict) -> dict:
 
 def _paint(sc: _Scene, m: np.ndarray) -> dict:
     """Feature masks and fields on the head pixels ``m`` (front coordinates X, Y, Z)."""
+    # RECONSTRUCTED: feature shapes (almond eyes, arched brows, lips, hairline, beard, orbit shadow, fold)
     idn, act = sc.idn, sc.act
     p = sc.p[m]
     X, Y, Z = p[:, 0] / idn.head_w, p[:, 1], p[:, 2] / idn.head_d
@@ -346,7 +348,7 @@ def _resample(n_in: int, n_out: int) -> np.ndarray:
 
 
 def clutter(rng: np.random.Generator, size: int, n: int = 14) -> np.ndarray:
-    """Procedural clutter (H, W, 3) in [0, 1]: a smooth base, ellipses, bars and stripes."""
+    """Procedural clutter (H, W, 3) in [0, 1]: a smooth base, ellipses, bars and stripes (RECONSTRUCTED)."""
     g = (np.arange(size) + 0.5) / size
     yy, xx = np.meshgrid(g, g, indexing="ij")
     img = rng.uniform(0.2, 0.8, 3) * (0.7 + 0.3 * np.sin(rng.uniform(2, 9) * xx + rng.uniform(2, 9) * yy))[..., None]
@@ -377,6 +379,7 @@ def _background(nu: Nuisance, size: int, rng) -> np.ndarray:
 
 
 def _shade_visible(sc: _Scene, f, m, bg):
+    # RECONSTRUCTED: Lambert + weak specular shading, albedos and darkening amounts
     idn, nu = sc.idn, sc.nu
     skin, hair_rgb = idn.skin_rgb, idn.hair_rgb
     alb = np.tile(skin, (sc.size * sc.size, 1))
@@ -418,6 +421,8 @@ def _shade_visible(sc: _Scene, f, m, bg):
 
 def _shade_thermal(sc: _Scene, f, m, bg_t):
     idn, nu = sc.idn, sc.nu
+    # RECONSTRUCTED: temperatures (deg C) after the LWIR face literature's qualitative picture: warm inner
+    # canthi and forehead, cold nose tip, ears and cheek sides, cool hair, warm open mouth, lenses near ambient
     ta, pid = nu.t_ambient, sc.pid
     t = np.full(sc.size * sc.size, 34.0 + idn.t_skin)
     for k, v in ((NECK, 33.6), (EAR_L, 31.0), (EAR_R, 31.0), (BRIDGE, 33.0), (ALA_L, 32.6), (ALA_R, 32.6),

@@ -8,7 +8,7 @@ import numpy as np
 from common.faces.render import T_RANGE, Render, blur, clutter, render
 from common.faces.world import Identity, Nuisance
 
-NON_FACES = ("clutter", "blank_head")
+NON_FACES = ("clutter", "blank_head")  # RECONSTRUCTED: the negatives and the scene face-size range below
 
 
 def _to_modality(img: np.ndarray, modality: str, t_ambient: float, rng) -> np.ndarray:

@@ -122,6 +122,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Nuisance:
+    # RECONSTRUCTED defaults (camera blur/noise, thermal optics, NETD-like noise)
     yaw: float = 0.0      # > 0 turns the face towards image-right
     pitch: float = 0.0    # > 0 looks up
     roll: float = 0.0     # > 0 rotates the face counter-clockwise in the image
@@ -164,6 +165,7 @@ def sample_nuisance(rng: np.random.Generator, *, yaw=(-90.0, 90.0), pitch=(-20.0
                     backgrounds=BACKGROUNDS, scale=(0.9, 1.1), shift=0.04, **fixed) -> Nuisance:
     """A random nuisance: (low, high) ranges are uniform (a number fixes the value), ``shift`` bounds
     the offset, ``eyewear_p`` weighs none/clear/sunglasses; ``fixed`` sets any Nuisance field outright."""
+    # RECONSTRUCTED: the sampling ranges (pose, light, ambient, blur, ambient temperature, eyewear odds)
     u = lambda r: float(rng.uniform(*r)) if isinstance(r, tuple) else float(r)
     nu = dict(yaw=u(yaw), pitch=u(pitch), roll=u(roll), expression=str(rng.choice(expressions)),
               intensity=u(intensity), eyewear=str(rng.choice(EYEWEAR, p=eyewear_p)),
