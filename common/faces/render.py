@@ -112,7 +112,7 @@ def _primitives(idn: Identity, act: dict, rot: np.ndarray, eyewear: str, feature
 def _hit(o, d, prim):
     """Entry distance along the rays o + t d (N, 3) into one ellipsoid (inf where missed)."""
     c, e, q = prim
-    p, v = _mul(o - c, q) / e, (d @ q) / e
+    p, v = (o - c if q is _I3 else _mul(o - c, q)) / e, (d @ q) / e
     aa, b = (v * v).sum(), _dot(p, v)
     disc = b * b - aa * ((p * p).sum(1) - 1)
     return np.where(disc > 0, (-b - np.sqrt(np.maximum(disc, 0))) / aa, np.inf)
@@ -194,7 +194,7 @@ class _Scene:
         for k, (c, e, q) in self.prims.items():
             m = pid == k
             if m.any():
-                n[m] = _mul(_mul(p[m] - c, q) / e**2, q.T)
+                n[m] = (p[m] - c) / e**2 if q is _I3 else _mul(_mul(p[m] - c, q) / e**2, q.T)
         n[pid == FRAME] = (0, 0, 1)
         return _mul(n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12), self.rot.T)  # camera frame
 
@@ -334,8 +334,8 @@ def blur(img: np.ndarray, sigma: float) -> np.ndarray:
     for axis in (0, 1):
         pad = [(r, r) if a == axis else (0, 0) for a in range(img.ndim)]
         x, n = np.pad(img, pad, mode="edge"), img.shape[axis]
-        sl = [x.take(np.arange(r + k, r + k + n), axis=axis) for k in range(-r, r + 1)]
-        img = w[0] * sl[r] + sum(w[k] * (sl[r + k] + sl[r - k]) for k in range(1, r + 1))
+        sl = lambda k, x=x, n=n, axis=axis: x[(slice(None),) * axis + (slice(r + k, r + k + n),)]  # a view
+        img = w[0] * sl(0) + sum(w[k] * (sl(k) + sl(-k)) for k in range(1, r + 1))
     return img
 
 
@@ -406,8 +406,8 @@ def _shade_visible(sc: _Scene, f, m, bg):
     n_head = sc.normals(sc.p, pid)
     # nostrils: the downward-facing underside of the tip and wings
     if nose.any():
-        down = nose & (_mul(n_head, sc.rot)[:, 1] < -0.55) & (np.abs(sc.p[:, 0]) > 0.03)
-        alb[down] *= 0.25
+        down = _mul(n_head[nose], sc.rot)[:, 1] < -0.55  # head-frame normal points down
+        alb[np.flatnonzero(nose)[down & (np.abs(sc.p[nose, 0]) > 0.03)]] *= 0.25
     az, el = np.radians(nu.light_az), np.radians(nu.light_el)
     light = np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])
     lam = np.clip(_dot(n_head, light), 0, None)
