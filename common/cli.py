@@ -1,5 +1,6 @@
 """The flags every ``train.py`` / ``eval.py`` shares. A project adds its own flags to the parser
-it gets from :func:`base_parser`; everything about the experiment itself lives in the config."""
+it gets from :func:`base_parser` (training) or :func:`eval_parser`; everything about the
+experiment itself lives in the config."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from common.config import Config, load_config
+from common.config import Config, Rule, load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def base_parser(description: str, default_config: str | Path | None = None) -> argparse.ArgumentParser:
+def default_config(project: str) -> Path:
+    """``<repo>/<project>/configs/synthetic.yaml``: the embedded set, every script's default."""
+    return REPO_ROOT / project / "configs" / "synthetic.yaml"
+
+
+def _shared(description: str, default_config: str | Path | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", default=str(default_config) if default_config else None,
                    help="YAML config file")
@@ -21,19 +29,44 @@ def base_parser(description: str, default_config: str | Path | None = None) -> a
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="bf16 autocast (CUDA; CPU only when given explicitly)")
-    p.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="resume from a checkpoint, or 'auto': the latest run of this config and seed")
     p.add_argument("--data-root", default=None, help="dataset root (default: $DATA_ROOT or <repo>/data)")
-    p.add_argument("--run-dir", default=None, help="write into this run directory instead of a new one")
-    p.add_argument("--runs-root", default=None, help="parent of run directories (default: <repo>/runs)")
-    p.add_argument("--no-tb", dest="tensorboard", action="store_false", help="no TensorBoard mirror")
-    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
-                   help="exit right after saving epoch N's checkpoint (simulates a kill; for resume tests)")
+    p.add_argument("--runs-root", default=None, help="parent of run directories (default: $RUNS_ROOT or <repo>/runs)")
     return p
 
 
-def parse_config(args: argparse.Namespace, defaults: Mapping | None = None) -> Config:
-    return load_config(args.config, args.overrides, defaults)
+def base_parser(description: str, default_config: str | Path | None = None) -> argparse.ArgumentParser:
+    """The training parser: the shared flags plus ``--resume``, ``--run-dir``, ``--no-tb``."""
+    p = _shared(description, default_config)
+    p.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="resume from a checkpoint, or 'auto': the latest run of this config, seed and overrides")
+    p.add_argument("--allow-world-size-change", action="store_true",
+                   help="resume a checkpoint written by a different number of processes (weights and "
+                        "optimizer restored; per-rank RNG streams restart, so the resume is not exact)")
+    p.add_argument("--run-dir", default=None, help="write into this run directory instead of a new one")
+    p.add_argument("--no-tb", dest="tensorboard", action="store_false", help="no TensorBoard mirror")
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                   help="exit right after saving epoch N's checkpoint (a graceful stop; kill tests use "
+                        "common.testing.kill_and_resume)")
+    return p
+
+
+def eval_parser(description: str, default_config: str | Path | None = None) -> argparse.ArgumentParser:
+    """The evaluation parser: the shared flags plus where the checkpoint comes from
+    (``--checkpoint``, ``--run-dir``, else the latest run of ``--config`` and ``--seed``) and
+    where results go (``--out``; default: the checkpoint's run directory)."""
+    p = _shared(description, default_config)
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="a checkpoint file (default: the latest run of --config/--seed)")
+    p.add_argument("--run-dir", default=None, help="evaluate this run directory's checkpoints/last.pt")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write results and figures here (default: the checkpoint's run directory; "
+                        "required for a checkpoint outside a run directory)")
+    return p
+
+
+def parse_config(args: argparse.Namespace, defaults: Mapping | None = None,
+                 rules: Mapping[str, Rule] | None = None) -> Config:
+    return load_config(args.config, args.overrides, defaults, rules)
 
 
 def config_name(args: argparse.Namespace) -> str:
@@ -41,6 +74,9 @@ def config_name(args: argparse.Namespace) -> str:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
-          defaults: Mapping | None = None) -> tuple[argparse.Namespace, Config]:
+          defaults: Mapping | None = None, rules: Mapping[str, Rule] | None = None,
+          ) -> tuple[argparse.Namespace, Config]:
+    """Parse ``argv`` and resolve the config (schema ``defaults``, ``rules``): every config error
+    is raised here, before anything runs."""
     args = parser.parse_args(argv)
-    return args, parse_config(args, defaults)
+    return args, parse_config(args, defaults, rules)

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from common.config import ConfigError, load_config, parse_override
+from common.config import ConfigError, Range, diff_configs, load_config, parse_override, resolve_onto
 
 DEFAULTS = {"seed": 0, "train": {"lr": 1e-3, "epochs": 10, "amp": False, "milestones": [5, 8]},
             "model": {"hidden": 256, "name": "tiny", "dropout": None}}
@@ -89,3 +89,93 @@ def test_exponent_floats_parse_in_yaml_and_overrides(tmp_path):
     cfg = load_config(p, ["train.epochs=3"], DEFAULTS)
     assert cfg.train.lr == 5e-4
     assert load_config(None, ["train.lr=2e-2"], DEFAULTS).train.lr == 0.02
+
+
+# ---- issue 10 item 5: null, choices and ranges (each failed on the first config code: it accepted all) ----
+
+RULED = {"train": {"epochs": 10, "batch_size": 32, "lr": 1e-3, "schedule": "cosine", "milestones": [5, 8],
+                   "warmup": 0.1},
+         "model": {"dropout": None, "norm": "bn"}}
+RULES = {"train.epochs": Range(min=1), "train.batch_size": Range(min=1), "train.lr": Range(min=0.0, open_min=True),
+         "train.schedule": ("cosine", "inverse_sqrt"), "train.milestones": Range(min=0),
+         "train.warmup": Range(0, 1, open_max=True), "model.norm": ("bn", "gn", "none")}
+
+
+@pytest.mark.parametrize("item,msg", [
+    ("train.epochs=null", "'train.epochs' does not accept null"),
+    ("train.schedule=null", "'train.schedule' does not accept null"),
+    ("train=null", "'train' is a section"),
+])
+def test_null_only_where_the_default_is_null(item, msg):
+    with pytest.raises(ConfigError, match=msg) as e:
+        load_config(None, [item], RULED, RULES)
+    assert f"--set {item}" in str(e.value)
+    cfg = load_config(None, ["model.dropout=0.1"], RULED, RULES)
+    assert cfg.model.dropout == 0.1
+    cfg = load_config(None, ["model.dropout=0.1", "model.dropout=null", "model.dropout=[1, 2]"], RULED, RULES)
+    assert cfg.model.dropout == [1, 2]  # a null default accepts any type, and null again
+
+
+def test_null_in_yaml_names_the_file(tmp_path):
+    p = write(tmp_path, {"train": {"lr": None}})
+    with pytest.raises(ConfigError, match=rf"{p}: 'train.lr' does not accept null \(its default is 0.001"):
+        load_config(p, [], RULED, RULES)
+
+
+@pytest.mark.parametrize("item,valid", [
+    ("train.schedule=linear", "valid: cosine | inverse_sqrt"),
+    ("model.norm=BN", "valid: bn | gn | none"),
+    ("train.epochs=-1", "valid: >= 1"),
+    ("train.epochs=0", "valid: >= 1"),
+    ("train.batch_size=0", "valid: >= 1"),
+    ("train.lr=0", "valid: > 0.0"),
+    ("train.lr=.nan", "valid: > 0.0"),
+    ("train.warmup=1.0", "valid: >= 0 and < 1"),
+    ("train.milestones=[3,-1]", "element -1"),
+])
+def test_choices_and_ranges(item, valid):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item], RULED, RULES)
+    msg = str(e.value)
+    assert msg.startswith(f"--set {item}: {item.split('=')[0]} = ") and valid in msg, msg
+
+
+def test_rules_name_the_yaml_file_and_accept_valid_values(tmp_path):
+    p = write(tmp_path, {"train": {"schedule": "step"}})
+    with pytest.raises(ConfigError, match=rf"^{p}: train.schedule = 'step' is not one of the choices"):
+        load_config(p, [], RULED, RULES)
+    cfg = load_config(None, ["train.schedule=inverse_sqrt", "train.warmup=0", "train.lr=1e-5", "train.epochs=1"],
+                      RULED, RULES)
+    assert (cfg.train.schedule, cfg.train.warmup, cfg.train.epochs) == ("inverse_sqrt", 0.0, 1)
+
+
+def test_rules_are_checked_on_defaults_and_must_name_real_keys():
+    with pytest.raises(ConfigError, match=r"^DEFAULTS: train.epochs = 0 is out of range"):
+        load_config(None, [], {"train": {"epochs": 0}}, {"train.epochs": Range(min=1)})
+    with pytest.raises(ConfigError, match="RULES names 'train.epoch'"):
+        load_config(None, [], RULED, {"train.epoch": Range(min=1)})
+    with pytest.raises(ConfigError, match="tuple of allowed values or a Range"):
+        load_config(None, [], RULED, {"train.epochs": 3})
+
+
+def test_range_text_and_membership():
+    assert str(Range(min=0, open_min=True)) == "> 0" and str(Range(0, 1, open_max=True)) == ">= 0 and < 1"
+    assert 0.5 in Range(0, 1) and 1 in Range(0, 1) and 1 not in Range(0, 1, open_max=True)
+    assert True not in Range(0, 2) and "1" not in Range(0, 2) and float("nan") not in Range()
+
+
+def test_resolve_onto_checks_a_saved_config_against_todays_schema():
+    saved = {"train": {"epochs": 3, "schedule": "cosine"}}
+    cfg = resolve_onto(saved, "ckpt.pt", ["train.epochs=5"], RULED, RULES)
+    assert cfg.train.epochs == 5 and cfg.train.lr == 1e-3  # keys missing from the saved config: today's defaults
+    with pytest.raises(ConfigError, match="ckpt.pt: unknown config key 'train.old'"):
+        resolve_onto({"train": {"old": 1}}, "ckpt.pt", [], RULED, RULES)
+    with pytest.raises(ConfigError, match="--set train.schedule=linear"):
+        resolve_onto(saved, "ckpt.pt", ["train.schedule=linear"], RULED, RULES)
+
+
+def test_diff_configs():
+    a = {"train": {"lr": 1.0, "epochs": 3, "flag": True, "ms": [1, 2]}, "x": 1}
+    b = {"train": {"lr": 1, "epochs": 4, "flag": 1, "ms": (1, 2)}, "y": 2}
+    assert diff_configs(a, b) == {"train.epochs": (3, 4), "train.flag": (True, 1), "x": (1, "<absent>"),
+                                  "y": ("<absent>", 2)}
