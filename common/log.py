@@ -23,24 +23,56 @@ class _RankFilter(logging.Filter):
         return self.rank == 0 or record.levelno >= logging.ERROR
 
 
-def setup_logging(name: str, run_dir: str | Path | None = None, rank: int = 0, level: int = logging.INFO) -> logging.Logger:
-    """Logger ``name`` writing to stderr (rank 0; other ranks only errors) and ``run_dir/train.log``."""
+FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+
+
+class BufferHandler(logging.Handler):
+    """Keeps records until a run directory exists (messages from the data check, the resume
+    check...), then :func:`attach_file` replays them into ``train.log``."""
+
+    def __init__(self, capacity: int = 100_000):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.capacity = capacity
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.capacity:
+            self.records.append(record)
+
+
+def setup_logging(name: str, run_dir: str | Path | None = None, rank: int = 0, level: int = logging.INFO,
+                  buffer: bool = False) -> logging.Logger:
+    """Logger ``name`` writing to stderr (rank 0; other ranks only errors) and ``run_dir/train.log``
+    (appended to, so a resumed run continues its log). ``buffer=True`` without a ``run_dir`` keeps
+    the records for :func:`attach_file`."""
     logger = logging.getLogger(name)
     logger.setLevel(level)
     logger.propagate = False
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
+    console.setFormatter(FORMAT)
     console.addFilter(_RankFilter(rank))
     logger.addHandler(console)
     if run_dir is not None and rank == 0:
-        fh = logging.FileHandler(Path(run_dir) / "train.log")
-        fh.setFormatter(fmt)
-        logger.addHandler(fh)
+        attach_file(logger, run_dir)
+    elif buffer and rank == 0:
+        logger.addHandler(BufferHandler())
     return logger
+
+
+def attach_file(logger: logging.Logger, run_dir: str | Path, name: str = "train.log") -> logging.FileHandler:
+    """Add ``run_dir/<name>`` to ``logger`` and replay whatever a :class:`BufferHandler` kept."""
+    fh = logging.FileHandler(Path(run_dir) / name)
+    fh.setFormatter(FORMAT)
+    for h in list(logger.handlers):
+        if isinstance(h, BufferHandler):
+            logger.removeHandler(h)
+            for rec in h.records:
+                fh.handle(rec)
+    logger.addHandler(fh)
+    return fh
 
 
 def _jsonable(v):
@@ -55,17 +87,26 @@ class MetricWriter:
     """Append one JSON object per call to ``metrics.jsonl``; mirror scalars to TensorBoard.
 
     Only rank 0 writes; other ranks' calls are no-ops. Each record carries ``step``, ``split``,
-    a wall-clock ``time`` and the metrics."""
+    a wall-clock ``time`` and the metrics.
 
-    def __init__(self, run_dir: str | Path | None, rank: int = 0, tensorboard: bool = True):
+    ``resume_step``: the run continues from a checkpoint at that step, so records a killed run
+    wrote after it (``step > resume_step``) are dropped from ``metrics.jsonl`` (they are logged
+    again by the resumed run) and TensorBoard purges them (``purge_step``)."""
+
+    def __init__(self, run_dir: str | Path | None, rank: int = 0, tensorboard: bool = True,
+                 resume_step: int | None = None):
         self.enabled = run_dir is not None and rank == 0
         self.path = Path(run_dir) / "metrics.jsonl" if run_dir is not None else None
+        self.dropped = 0
         self._tb = None
+        if self.enabled and resume_step is not None and self.path.is_file():
+            self.dropped = truncate_metrics(self.path, resume_step)
         if self.enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+                purge = None if resume_step is None else int(resume_step) + 1
+                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
             except ImportError:  # tensorboard is pinned; keep jsonl working if it is absent
                 self._tb = None
 
@@ -88,6 +129,30 @@ class MetricWriter:
             self._tb.flush()
             self._tb.close()
             self._tb = None
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Keep the records of ``metrics.jsonl`` with ``step <= step`` (atomically); return how many
+    were dropped. A half-written last line (a kill mid-write) is dropped too."""
+    path = Path(path)
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if int(rec.get("step", 0)) <= step:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(x + "\n" for x in keep))
+        tmp.replace(path)
+    return dropped
 
 
 def read_metrics(path: str | Path) -> list[Mapping]:

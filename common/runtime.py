@@ -196,22 +196,102 @@ def make_grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
 
 # --------------------------------------------------------------------------- guards
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss is NaN/Inf; training stops and the last good checkpoint is kept."""
+KEPT = ("Training stopped; the last good checkpoint (checkpoints/last.pt in the run directory) is kept: "
+        "resume from it with --resume. Lower the learning rate, check the input data for NaN/Inf, or turn AMP off.")
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN/Inf loss, gradient, parameter or optimizer state. Training stops before it reaches
+    the weights or a checkpoint; the last good checkpoint is kept."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """The loss itself is NaN/Inf."""
+
+
+def _value(x) -> float:
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 
 
 def check_finite(loss: torch.Tensor | float, step: int, epoch: int | None = None, parts: dict | None = None) -> None:
-    v = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    """Raise :class:`NonFiniteLossError` when ``loss`` is NaN/Inf (with the loss ``parts``)."""
+    v = _value(loss)
     if math.isfinite(v):
         return
     detail = ""
     if parts:
-        detail = " components: " + ", ".join(
-            f"{k}={float(x.detach()) if isinstance(x, torch.Tensor) else float(x):.4g}" for k, x in parts.items()
-        )
+        detail = " components: " + ", ".join(f"{k}={_value(x):.4g}" for k, x in parts.items()
+                                             if not isinstance(x, torch.Tensor) or x.numel() == 1)
     where = f"epoch {epoch} step {step}" if epoch is not None else f"step {step}"
-    raise NonFiniteLossError(
-        f"non-finite loss ({v}) at {where}.{detail} Training stopped; the last good checkpoint "
-        f"(checkpoints/last.pt in the run directory) is kept. Lower the learning rate, check the "
-        f"input data for NaN/Inf, or turn AMP off."
-    )
+    raise NonFiniteLossError(f"non-finite loss ({v}) at {where}.{detail} {KEPT}")
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """One reduction (one device sync) over many tensors; exact: an overflowing norm of finite
+    values only sends the caller to the per-tensor check."""
+    if not tensors:
+        return True
+    try:
+        norms = torch._foreach_norm([t.detach() for t in tensors])
+        return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+    except (RuntimeError, AttributeError, TypeError):
+        return all(bool(torch.isfinite(t.detach()).all()) for t in tensors)
+
+
+def first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
+    """Name of the first tensor holding a NaN/Inf, with what it holds, or ``None``."""
+    named = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
+    if _all_finite([t for _, t in named]):
+        return None
+    for n, t in named:
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            n_nan, n_bad = int(torch.isnan(t.detach()).sum()), int(bad.sum())
+            return f"{n} (shape {tuple(t.shape)}: {n_nan} NaN, {n_bad - n_nan} Inf of {t.numel()})"
+    return None
+
+
+def check_step(loss_or_parts, model: torch.nn.Module, step: int, epoch: int | None = None,
+               parts: dict | None = None, scaler=None) -> None:
+    """The per-step guard, after ``backward()`` and before ``optimizer.step()``: the loss, every
+    gradient and every parameter must be finite, else :class:`NonFiniteError` naming the first bad
+    tensor (by parameter name). ``loss_or_parts``: the loss, or the objective's dict with a
+    ``"loss"`` entry (its other entries are printed). With an enabled fp16 ``scaler`` gradients are
+    not checked: an overflow there is the scaler's to skip."""
+    if isinstance(loss_or_parts, dict):
+        parts = parts or loss_or_parts
+        loss = loss_or_parts["loss"]
+    else:
+        loss = loss_or_parts
+    check_finite(loss, step, epoch, parts)
+    _testing_hold(step)
+    where = f"epoch {epoch} step {step}" if epoch is not None else f"step {step}"
+    named = list(unwrap(model).named_parameters())
+    if scaler is None or not scaler.is_enabled():
+        bad = first_nonfinite([(n, p.grad) for n, p in named if p.grad is not None])
+        if bad:
+            raise NonFiniteError(f"non-finite gradient at {where} (loss {_value(loss):.4g} is finite): "
+                                 f"gradient of {bad}. The optimizer step was not taken. {KEPT}")
+    bad = first_nonfinite(named)
+    if bad:
+        raise NonFiniteError(f"non-finite parameter at {where}: {bad} (the previous optimizer step produced it). {KEPT}")
+
+
+def _testing_hold(step: int) -> None:
+    """Test hook for :func:`common.testing.kill_and_resume`: with ``COMMON_TESTING_HOLD_AT_STEP=N``
+    and ``COMMON_TESTING_HOLD_DIR=D`` in the environment, the process writes ``D/hold.<rank>`` on
+    reaching step ``N`` and waits there to be killed (SIGKILL, so a kill lands at a known step
+    mid-epoch). It gives up after ``COMMON_TESTING_HOLD_TIMEOUT`` s (default 300) so an orphan never
+    lingers. Inert otherwise: one environment lookup per step."""
+    at = os.environ.get("COMMON_TESTING_HOLD_AT_STEP")
+    if at is None or int(at) != int(step):
+        return
+    import time
+    from pathlib import Path
+
+    d = Path(os.environ["COMMON_TESTING_HOLD_DIR"])
+    (d / f"hold.{os.environ.get('RANK', '0')}").write_text(f"{os.getpid()} {step}\n")
+    deadline = time.monotonic() + float(os.environ.get("COMMON_TESTING_HOLD_TIMEOUT", "300"))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    os._exit(98)
