@@ -155,9 +155,30 @@ def truncate_metrics(path: str | Path, step: int) -> int:
     return dropped
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSON-lines file. A last line cut short (a process killed mid-write: no final
+    newline) is dropped with a warning; a malformed line elsewhere is a ``ValueError`` naming the
+    file and the line."""
+    path = Path(path)
+    text = path.read_text()
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                logging.getLogger("common.log").warning("%s: line %d is cut short (an interrupted write); "
+                                                        "ignored", path, i)
+                continue
+            raise ValueError(f"{path}: line {i} is not valid JSON ({e.msg}): {line[:120]!r}") from e
+    return out
+
+
 def read_metrics(path: str | Path) -> list[Mapping]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path)
 
 
 def progress(iterable: Iterable, rank: int = 0, **kw):

@@ -280,6 +280,9 @@ def _owner(text: str) -> tuple[int | None, str]:
         return None, "?"
 
 
+_HELD: dict[str, RunLock] = {}  # locks this process holds, by path (see RunLock.acquire)
+
+
 class RunLock:
     """``run.lock`` in a run directory: an ``flock`` held for the process's lifetime (the kernel
     drops it when the process dies, even by SIGKILL) and the owner's PID and host written inside
@@ -313,6 +316,8 @@ class RunLock:
                 if pid is None or host != socket.gethostname() or not _pid_alive(pid):
                     return None
             pid, host = _owner(self.path.read_text())
+            if str(self.path) in _HELD and pid == os.getpid():
+                return None  # our own unclosed run object: acquire() takes it over
             return f"PID {pid} on host {host}"
         finally:
             os.close(fd)
@@ -320,6 +325,11 @@ class RunLock:
     def acquire(self, log: logging.Logger) -> None:
         import fcntl
 
+        stale = _HELD.get(str(self.path))
+        if stale is not None:  # a Run object of this process that never closed (an exception in a notebook/test)
+            log.warning("%s was held by an earlier run object of this process that did not close; taking it over",
+                        self.path)
+            stale.release()
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -351,6 +361,7 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {_stamp()}\n".encode(), 0)
             self.fd = fd
+            _HELD[str(self.path)] = self
             return
         raise RunError(f"could not take the lock {self.path}")
 
@@ -362,6 +373,7 @@ class RunLock:
     def release(self) -> None:
         if self.fd is None:
             return
+        _HELD.pop(str(self.path), None)
         try:
             if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
                 self.path.unlink()

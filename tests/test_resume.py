@@ -13,8 +13,9 @@ STEPS_PER_EPOCH = 12  # 96 records, batch 8 per process (1 process); 6 per epoch
 
 
 def test_sigkill_mid_epoch_then_resume_is_exact_one_process(tmp_path):
-    # step 17: epoch 1 (0-based) is 5 steps in, its checkpoint (epoch 1 done, step 12) exists
-    res = kill_and_resume("tests.toy", ARGS, kill_at_step=17, workdir=tmp_path)
+    # step 17: epoch 1 (0-based) is 5 steps in, its checkpoint (epoch 1 done, step 12) exists;
+    # two DataLoader workers draw per-record noise
+    res = kill_and_resume("tests.toy", [*ARGS, "--set", "data.workers=2"], kill_at_step=17, workdir=tmp_path)
     assert (res.checkpoint_epoch, res.checkpoint_step) == (1, 12)
     assert res.identical == res.total == 4 and res.optimizer_identical == res.optimizer_total == 4, res.summary()
     assert res.metrics_equal, res.summary()

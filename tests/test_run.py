@@ -286,3 +286,23 @@ def test_git_sha_short_form_names_head():
         pytest.skip("not a git checkout")
     assert short != "unknown" and 4 <= len(short.removesuffix("-dirty")) < 40
     assert full.startswith(short.removesuffix("-dirty"))
+
+
+def test_an_unclosed_run_object_of_this_process_does_not_block_a_resume(tmp_path):
+    ckpt = _trained(tmp_path, epochs=1)
+    crashed = _start(tmp_path, "--resume", str(ckpt)).open()  # an exception left it open (a notebook, a test)
+    run = _start(tmp_path, "--resume", str(ckpt)).open()
+    assert "earlier run object of this process" in (ckpt.parent.parent / "train.log").read_text()
+    run.close()
+    crashed.close()
+
+
+def test_jsonl_reader_names_the_line_and_forgives_a_cut_last_line(tmp_path):
+    from common.log import read_jsonl
+
+    p = tmp_path / "results.jsonl"
+    p.write_text('{"a": 1}\n{"a": 2}\n{"a": ')
+    assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
+    p.write_text('{"a": 1}\n{"a" 2}\n{"a": 3}\n')
+    with pytest.raises(ValueError, match=rf"{p}: line 2 is not valid JSON"):
+        read_jsonl(p)

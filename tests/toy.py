@@ -4,7 +4,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 -m tests.toy --device cpu --no-tb
 
 Randomness a resume must reproduce: shuffling (DistributedSampler, a function of seed and epoch),
-dropout (torch RNG) and an augmentation drawn from the global python, numpy and torch RNGs, which
+per-record noise drawn in the dataset (in DataLoader workers with data.workers > 0), dropout
+(torch RNG) and a batch augmentation drawn from the global python, numpy and torch RNGs, which
 differ per rank; only per-rank RNG states in the checkpoint make a resume exact.
 """
 
@@ -13,7 +14,7 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from common.cli import base_parser, parse
 from common.config import Range
@@ -22,7 +23,7 @@ from common.run import start_run
 from common.runtime import all_reduce_mean, check_step, wrap_ddp
 
 DEFAULTS = {
-    "data": {"n": 96},
+    "data": {"n": 96, "workers": 0},
     "model": {"hidden": 16, "dropout": 0.3},
     "train": {"epochs": 4, "batch_size": 8, "lr": 0.01, "schedule": "cosine",
               "poison_grad_step": -1,    # test hook: a NaN in one gradient at this step (the loss stays finite)
@@ -31,6 +32,19 @@ DEFAULTS = {
 RULES = {"train.epochs": Range(min=1), "train.batch_size": Range(min=1), "train.lr": Range(min=0, open_min=True),
          "train.schedule": ("cosine", "constant"), "model.dropout": Range(0, 1, open_max=True)}
 RESUMABLE = ("train.epochs",)
+
+
+class Noisy(Dataset):
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(n, 6, generator=g)
+        self.y = self.x.sum(1, keepdim=True) + 0.1 * torch.randn(n, 1, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):  # the worker's (or, without workers, the process's) numpy RNG
+        return self.x[i] + float(np.random.normal(0, 0.05)), self.y[i]
 
 
 def build_model(cfg):
@@ -42,12 +56,11 @@ def main(argv=None) -> int:
     args, cfg = parse(base_parser(__doc__), argv, DEFAULTS, RULES)
     torch.set_num_threads(1)
     run = start_run("toy", args, cfg, resumable=RESUMABLE)
-    g = torch.Generator().manual_seed(123)
-    x = torch.randn(cfg.data.n, 6, generator=g)
-    data = TensorDataset(x, x.sum(1, keepdim=True) + 0.1 * torch.randn(cfg.data.n, 1, generator=g))
+    data = Noisy(cfg.data.n)
     run.log.info("data: %d records checked", len(data))      # logged before open(): replayed into train.log
     run.open()
-    loader = build_loader(data, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=run.dist)
+    loader = build_loader(data, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=run.dist,
+                          num_workers=cfg.data.workers)
     model = wrap_ddp(build_model(cfg), run.dist, run.device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=0.9)
     total = cfg.train.epochs * len(loader)
