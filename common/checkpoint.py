@@ -170,6 +170,23 @@ def _to_tuple(x):
 
 # --------------------------------------------------------------------------- training state
 
+def training_state(*, model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None, scaler: Any = None,
+                   epoch: int = 0, step: int = 0, **more_modules: Any) -> dict:
+    """The state dicts of everything given (``model`` unwrapped from DDP) with epoch and step."""
+    from common.runtime import unwrap
+
+    return {
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "modules": {k: (unwrap(v) if isinstance(v, torch.nn.Module) else v).state_dict()
+                    for k, v in more_modules.items()},
+        "epoch": int(epoch),
+        "step": int(step),
+    }
+
+
 def save_training_state(
     path: str | Path,
     *,
@@ -188,22 +205,9 @@ def save_training_state(
     ``more_modules`` takes further objects with ``state_dict()`` (an EMA teacher, a second
     optimizer, a discriminator...), restored by the same keyword in :func:`load_training_state`.
     """
-    from common.runtime import unwrap
-
-    state = {
-        "schema_version": SCHEMA_VERSION,
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": int(epoch),
-        "step": int(step),
-        "rng": capture_rng(),
-        "config": config,
-        "extra": extra or {},
-        "modules": {k: unwrap(v).state_dict() if isinstance(v, torch.nn.Module) else v.state_dict()
-                    for k, v in more_modules.items()},
-    }
+    state = training_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch,
+                           step=step, **more_modules)
+    state.update(schema_version=SCHEMA_VERSION, rng=capture_rng(), config=config, extra=extra or {})
     return atomic_save(state, path)
 
 

@@ -71,6 +71,7 @@ from common.checkpoint import (
     restore_training_state,
     safe_load,
     to_plain,
+    training_state,
 )
 from common.config import Config, ConfigError, Rule, diff_configs, parse_override, read_yaml, resolve_onto, save_config
 from common.log import MetricWriter, attach_file, setup_logging
@@ -623,20 +624,15 @@ class Run:
         path = self._run_dir / "checkpoints" / name
 
         def write() -> str:
-            state = {
+            state = training_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                   epoch=epoch, step=step, **more_modules)
+            state.update({
                 "schema_version": RUN_SCHEMA_VERSION,
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "modules": {k: (unwrap(v) if isinstance(v, torch.nn.Module) else v).state_dict()
-                            for k, v in more_modules.items()},
-                "epoch": int(epoch), "step": int(step),
                 "rng": [g[0] for g in gathered], "world_size": self.dist.world_size,
                 "config": self.cfg.to_dict(), "config_name": self.config_name, "project": self.project,
                 "seed": int(self.args.seed), "overrides": list(self.args.overrides),
                 "git_sha": self._git_short(), "extra": extra or {},
-            }
+            })
             model_sd = state.pop("model")  # tensors only; keeps its _metadata (module versions)
             return str(atomic_save({"model": model_sd, **to_plain(state)}, path))
 
