@@ -5,7 +5,9 @@ the schema:
 
 * a key that is not in the schema is an error listing the valid keys;
 * a value must keep the default's type (an int is accepted where a float is expected);
-* ``null`` is accepted only where the default is ``null`` (and such a key accepts any type);
+* ``null`` is accepted only where the default is ``null`` (and such a key accepts any type), or
+  where ``RULES`` allows it: ``None`` among the choices, or ``Range(..., null=True)`` (a
+  threshold whose ``null`` switches a check off);
 * ``RULES`` adds what a type cannot say: a tuple of allowed values (``("cosine",
   "inverse_sqrt")``) or a :class:`Range` (``Range(min=1)``, ``Range(min=0, open_min=True)``).
   A list value is checked element by element.
@@ -21,6 +23,7 @@ Values given with ``--set`` are parsed as YAML scalars/flow collections, so ``--
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -68,6 +71,7 @@ class Range:
     max: float | None = None
     open_min: bool = False
     open_max: bool = False
+    null: bool = False       # null is allowed too (even where the default is a number)
 
     def __contains__(self, v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
@@ -81,10 +85,18 @@ class Range:
     def __str__(self) -> str:
         lo = None if self.min is None else f"{'>' if self.open_min else '>='} {self.min}"
         hi = None if self.max is None else f"{'<' if self.open_max else '<='} {self.max}"
-        return " and ".join(x for x in (lo, hi) if x) or "any number"
+        text = " and ".join(x for x in (lo, hi) if x) or "any number"
+        return text + " (or null)" if self.null else text
 
 
 Rule = tuple | Range
+
+
+def _allows_null(rule) -> bool:
+    return rule.null if isinstance(rule, Range) else (rule is not None and any(c is None for c in rule))
+
+
+_log = logging.getLogger("common.config")
 
 
 class Config(dict):
@@ -168,10 +180,13 @@ def _valid_keys(root: Mapping) -> str:
 
 
 def _merge(base: dict, upd: Mapping, *, schema: Mapping | None, where: str, root: Mapping,
-           sources: dict[str, str] | None = None, prefix: str = "") -> None:
+           sources: dict[str, str] | None = None, prefix: str = "", rules: Mapping | None = None) -> None:
     """Merge ``upd`` into ``base`` in place. With a ``schema`` (the defaults node matching
-    ``base``), unknown keys, type changes and null where the default is not null are errors;
-    without one (``base:`` includes) anything goes."""
+    ``base``), unknown keys, type changes and null where neither the default nor ``rules`` allow
+    it are errors; without one (``base:`` includes) anything goes.
+
+    TEMPORARY (until every project passes RULES): ``rules=None`` marks a caller of the first API,
+    for which a null where the default is not null is still accepted, with a warning."""
     for k, v in upd.items():
         key = f"{prefix}{k}"
         if schema is not None and k not in schema:
@@ -188,15 +203,21 @@ def _merge(base: dict, upd: Mapping, *, schema: Mapping | None, where: str, root
             if not isinstance(old, dict):
                 base[k] = old = {}
             _merge(old, v, schema=ref if schema is not None else None, where=where, root=root,
-                   sources=sources, prefix=key + ".")
+                   sources=sources, prefix=key + ".", rules=rules)
             continue
         if isinstance(ref, dict) and ref:
             if schema is not None or v is not None:
                 raise ConfigError(f"{where}: {key!r} is a section (keys {sorted(ref)}), got {v!r}")
+        elif v is None and schema is not None and ref is not None and (rules is None or _allows_null(rules.get(key))):
+            if rules is None:
+                _log.warning("%s: %r is null but its default is %r: accepted for now; this becomes an error once "
+                             "the project declares RULES (allow it there with Range(..., null=True) or None "
+                             "among the choices)", where, key, ref)
         elif schema is not None and not _type_ok(ref, v):
             if v is None:
                 raise ConfigError(f"{where}: {key!r} does not accept null (its default is {ref!r}, "
-                                  f"a {type(ref).__name__}); give a {type(ref).__name__}")
+                                  f"a {type(ref).__name__}, and RULES do not allow null); give a "
+                                  f"{type(ref).__name__}")
             raise ConfigError(f"{where}: {key!r} expects {type(ref).__name__} (default {ref!r}), "
                               f"got {type(v).__name__} {v!r}")
         if isinstance(ref, float) and isinstance(v, int) and not isinstance(v, bool):
@@ -249,7 +270,7 @@ def _node(tree: Mapping | None, parts: list[str]):
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str], schema: Mapping | None = None,
-                    sources: dict[str, str] | None = None) -> dict:
+                    sources: dict[str, str] | None = None, rules: Mapping | None = None) -> dict:
     """Apply ``--set`` items in order. ``schema`` (the defaults) decides types and nullability;
     without one, ``cfg`` itself is the schema."""
     schema = cfg if schema is None else schema
@@ -260,25 +281,23 @@ def apply_overrides(cfg: dict, overrides: Iterable[str], schema: Mapping | None 
         if not isinstance(node, dict) or not isinstance(snode, Mapping):
             raise ConfigError(f"--set {item}: unknown config key {key!r}. {_valid_keys(schema)}")
         _merge(node, {parts[-1]: value}, schema=snode, where=f"--set {item}", root=schema, sources=sources,
-               prefix=".".join(parts[:-1]) + "." if len(parts) > 1 else "")
+               prefix=".".join(parts[:-1]) + "." if len(parts) > 1 else "", rules=rules)
     return cfg
 
 
-def check_rules(cfg: Mapping, rules: Mapping[str, Rule] | None, sources: Mapping[str, str] | None = None,
-                schema: Mapping | None = None) -> None:
+def check_rules(cfg: Mapping, rules: Mapping[str, Rule] | None, sources: Mapping[str, str] | None = None) -> None:
     """Raise :class:`ConfigError` for the first value outside its rule (choices or :class:`Range`).
-    ``null`` passes when the schema default is ``null``."""
+    A ``null`` got past the schema (see :func:`_merge`), so it passes here."""
     if not rules:
         return
     flat = flat_items(cfg)
-    sflat = flat_items(schema) if schema is not None else {}
     for key, rule in rules.items():
         if not isinstance(rule, (Range, tuple, list, set, frozenset)):
             raise ConfigError(f"RULES[{key!r}] must be a tuple of allowed values or a Range, got {rule!r}")
         if key not in flat:
             raise ConfigError(f"RULES names {key!r}, which is not a config key. {_valid_keys(cfg)}")
         value = flat[key]
-        if value is None and (schema is None or sflat.get(key) is None):
+        if value is None:  # _merge already decided whether null is allowed here
             continue
         for v in value if isinstance(value, (list, tuple)) else [value]:
             ok = v in rule if isinstance(rule, Range) else any(v == c and type(v) is type(c) or
@@ -307,12 +326,12 @@ def load_config(
     if path is not None:
         data = read_yaml(path)
         if defaults is not None:
-            _merge(cfg, data, schema=defaults, where=str(path), root=defaults, sources=sources)
+            _merge(cfg, data, schema=defaults, where=str(path), root=defaults, sources=sources, rules=rules)
         else:
             cfg = data
             sources.update({k: str(path) for k in flat_items(data)})
-    apply_overrides(cfg, overrides, defaults, sources)
-    check_rules(cfg, rules, sources, defaults)
+    apply_overrides(cfg, overrides, defaults, sources, rules)
+    check_rules(cfg, rules, sources)
     return Config.wrap(cfg)
 
 
@@ -324,9 +343,9 @@ def resolve_onto(base: Mapping, where: str, overrides: Iterable[str] = (), defau
     sources: dict[str, str] = {}
     cfg: dict = copy.deepcopy(dict(defaults)) if defaults is not None else {}
     _merge(cfg, base, schema=defaults, where=where, root=defaults if defaults is not None else base,
-           sources=sources)
-    apply_overrides(cfg, overrides, defaults, sources)
-    check_rules(cfg, rules, sources, defaults)
+           sources=sources, rules=rules)
+    apply_overrides(cfg, overrides, defaults, sources, rules)
+    check_rules(cfg, rules, sources)
     return Config.wrap(cfg)
 
 
