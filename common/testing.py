@@ -14,7 +14,6 @@ handler, ``finally`` or atexit code runs. Linux only (it reads ``/proc`` to find
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import safe_load
+from common.log import read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,16 +141,11 @@ def compare_states(a: Mapping, b: Mapping, key: str = "model") -> tuple[int, int
     return len(names) - len(diff), len(names), diff
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    p = Path(path)
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
-
-
 def compare_metrics(a: str | Path, b: str | Path, ignore: Iterable[str] = ("time",)) -> list[str]:
     """Differences between two ``metrics.jsonl`` files, ignoring the ``ignore`` keys (wall clock)."""
     ignore = set(ignore)
-    ra = [{k: v for k, v in r.items() if k not in ignore} for r in read_jsonl(a)]
-    rb = [{k: v for k, v in r.items() if k not in ignore} for r in read_jsonl(b)]
+    ra, rb = ([{k: v for k, v in r.items() if k not in ignore} for r in (read_jsonl(p) if Path(p).is_file() else [])]
+              for p in (a, b))
     out = [f"record {i}: {x} != {y}" for i, (x, y) in enumerate(zip(ra, rb)) if x != y]
     if len(ra) != len(rb):
         out.append(f"{len(ra)} records != {len(rb)} records")
