@@ -1,48 +1,19 @@
-"""Embedded synthetic grounding benchmark, written in the real formats so every TSG project's
-code path is the one it uses on Charades-STA.
+"""The v1 embedded grounding benchmark, frozen: ``python -m common.tsg.synthetic --preset v1``
+(or ``generate(out, seed, preset="v1", ...)``) reproduces the files of the first release byte for
+byte (tested with hashes). Do not change anything here that draws random numbers or writes bytes;
+the current world is ``common.tsg.world`` (see ``common.tsg.synthetic``).
 
-``python -m common.tsg.synthetic --out DIR --seed S [--knob value ...]`` writes
-``DIR/charades_sta_{train,test}.txt`` (``vid start end##sentence``), ``DIR/charades.json``
-(``{vid: {"duration": s, "subset": ...}}``), ``DIR/features.h5`` (``[T, feature_dim]`` float32
-per video), ``DIR/glove.txt`` (GloVe text format covering the vocabulary) and ``DIR/meta.json``
-(knobs, seed, counts, train concept counts, the test queries with a rare concept).
+World (v1). A concept vocabulary of actions, objects and modifiers, each with 1-2 surface words
+and a random feature signature; a frame inside an event carries the *additive* sum
+``signal * gain * (S[action] + S[object] + 0.5 S[modifier])`` plus a per-video style offset and
+noise; word vectors are concept vectors plus noise. Grounding is therefore a linear map from
+averaged word vectors, which the ``bow`` baseline solves (common/tsg/README.md).
 
-# RECONSTRUCTED: no paper defines this set; it is built to expose the mechanisms the five TSG
-# papers claim (cross-modal alignment, location bias, long tail, boundary precision, distractors).
-
-World. A concept vocabulary of actions, objects and modifiers, each with 1-2 surface words
-(synonyms share the concept) and a random feature signature. A video of ``duration`` seconds has
-``feature_rate`` raw feature frames per second and contains ``queries_per_video`` queried events
-plus ``distractors`` unqueried ones, non-overlapping; every event is an (action, object,
-modifier?) triple and, with probability ``hard_negative``, shares its action or its object with
-another event of the same video (so one word alone does not identify it). A frame inside an
-event carries ``signal * gain * (S[action] + S[object] + 0.5 S[modifier])`` plus a per-video
-style offset and N(0, noise^2) noise; other frames carry style and noise only. Every event has
-the same strength, so a model that does not read the sentence can at best pick one of the
-events (the other queried events are distractors of a query too), and the ``prior`` baseline,
-which sees neither video nor sentence, is capped by the location bias.
-
-A query is a templated sentence ("a person opens the red door", "someone is holding a cup") over
-the event's concept words and filler words. GloVe vectors place synonyms close (concept vector
-+ small noise), so pretrained word vectors help on rare surface forms.
-
-Knobs (defaults give ~1.4k train / ~0.5k test queries, 64-d features, 50-100 raw frames per
-video, a few minutes of small-model training on 2 CPU cores):
-
-* ``loc_bias`` / ``loc_center``: probability that a video's first queried event is placed with
-  its start near ``loc_center`` (fraction of the duration), else uniformly; ``test_loc_bias`` /
-  ``test_loc_center`` (default: the train values) shift the bias between train and test.
-* ``zipf``: concept frequency ~ 1 / rank^zipf (0 = uniform; larger = longer tail of rare concepts).
-* ``short_frac``: probability that a moment is short (``short_len_s`` seconds, about one to a few
-  feature frames), i.e. short against the clip sampling (boundary bias).
-* ``distractors``: unqueried events per video (when all events would cover > 80 % of a video,
-  their lengths are scaled down to fit); ``hard_negative``: concept sharing between events.
-* ``noise``: feature noise std (signal per dim is ~1).
+# RECONSTRUCTED: no paper defines this set.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -63,7 +34,7 @@ EXTRA_GLOVE = ["the", "a", "of", "and", "to", "in", "is", "it", "that", "for", "
 
 
 @dataclass
-class Knobs:
+class V1Knobs:
     train_videos: int = 700
     test_videos: int = 250
     queries_per_video: int = 2
@@ -102,7 +73,7 @@ def _zipf_p(n: int, a: float, rng: np.random.Generator) -> np.ndarray:
 
 
 class _World:
-    def __init__(self, k: Knobs, rng: np.random.Generator):
+    def __init__(self, k: V1Knobs, rng: np.random.Generator):
         self.k = k
         d = k.feature_dim
         self.sig = {kind: rng.standard_normal((len(t), d)).astype(np.float32)
@@ -216,17 +187,17 @@ def _glove(world: _World, rng: np.random.Generator, words_used: set[str], dim: i
     return lines
 
 
-def generate(out_dir: str | Path, seed: int = 0, **knobs) -> Path:
-    """Write the benchmark into ``out_dir`` (see the module doc); deterministic in (seed, knobs)."""
+def generate_v1(out_dir: str | Path, seed: int = 0, **knobs) -> Path:
+    """Write the v1 benchmark into ``out_dir``; deterministic in (seed, knobs)."""
     import h5py
 
     from common.tsg.text import tokenize
 
-    valid = {f.name for f in fields(Knobs)}
+    valid = {f.name for f in fields(V1Knobs)}
     unknown = sorted(set(knobs) - valid)
     if unknown:
-        raise ValueError(f"unknown synthetic knob(s) {unknown}; valid: {sorted(valid)}")
-    k = Knobs(**knobs)
+        raise ValueError(f"unknown synthetic knob(s) {unknown} for preset v1; valid: {sorted(valid)}")
+    k = V1Knobs(**knobs)
     if k.queries_per_video < 1 or k.distractors < 0:
         raise ValueError("queries_per_video >= 1 and distractors >= 0 required")
     out = Path(out_dir)
@@ -277,31 +248,3 @@ def generate(out_dir: str | Path, seed: int = 0, **knobs) -> Path:
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out
-
-
-def _parse_value(text: str, typ):
-    if text.lower() in ("none", "null"):
-        return None
-    if "int" in str(typ):
-        return int(text)
-    return float(text)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m common.tsg.synthetic", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    for f in fields(Knobs):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
-                        type=lambda s, t=f.type: _parse_value(s, t), help=f"default {f.default}")
-    a = vars(ap.parse_args(argv))
-    out, seed = a.pop("out"), a.pop("seed")
-    knobs = {k: v for k, v in a.items() if v is not None}
-    path = generate(out, seed, **knobs)
-    meta = json.loads((path / "meta.json").read_text())
-    print(json.dumps({"out": str(path), "seed": seed, **meta["counts"]}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

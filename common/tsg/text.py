@@ -10,6 +10,11 @@
   vector), vocabulary words absent from GloVe get the UNK vector. With ``cache=PATH.npy`` the
   matrix is stored with a ``.json`` side file (source file, size, mtime, vocabulary hash), so a
   5 GB GloVe file is read once per vocabulary.
+* :func:`glove_vocab` is what a project with frozen word vectors should use: the train words plus
+  every word of the other splits' sentences (never their labels) that the GloVe file has, with
+  their GloVe vectors, so a test word unseen in train is not UNK when GloVe knows it (VSLNet builds
+  its vocabulary from train + test words found in GloVe). Only words absent from GloVe map to UNK.
+  :func:`unk_rate` measures what a vocabulary leaves unknown.
 """
 
 from __future__ import annotations
@@ -87,18 +92,9 @@ def _glove_meta(path: Path, vocab: Vocab) -> dict:
     return {"glove": str(path.resolve()), "size": st.st_size, "mtime": int(st.st_mtime), "vocab": vocab.fingerprint()}
 
 
-def load_glove(path: str | Path, vocab: Vocab, cache: str | Path | None = None) -> np.ndarray:
-    """``[len(vocab), dim]`` float32 (see the module doc)."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetNotFoundError(f"GloVe file {path} not found")
-    meta = _glove_meta(path, vocab)
-    if cache is not None:
-        cache = Path(cache)
-        side = cache.with_suffix(".json")
-        if cache.exists() and side.exists() and json.loads(side.read_text()) == meta:
-            return np.load(cache, allow_pickle=False)
-    want = set(vocab.itos[2:])
+def _scan_glove(path: Path, want: set[str]) -> tuple[int, dict[str, np.ndarray]]:
+    """One pass over a GloVe text file: ``(dim, {word: vector})`` for the words of ``want``; the exact
+    spelling wins, else the first (most frequent) cased variant of a lower-case word."""
     lower_seen: dict[str, np.ndarray] = {}
     exact: dict[str, np.ndarray] = {}
     dim = None
@@ -127,16 +123,17 @@ def load_glove(path: str | Path, vocab: Vocab, cache: str | Path | None = None) 
             if word in want:
                 exact.setdefault(word, vec)
             else:
-                lower_seen.setdefault(low, vec)  # first (most frequent) cased variant of a lower-case word
+                lower_seen.setdefault(low, vec)
     if dim is None:
         raise DataFormatError(f"{path}: empty GloVe file")
+    return dim, {w: exact.get(w, lower_seen.get(w)) for w in want if w in exact or w in lower_seen}
+
+
+def _matrix(path: Path, vocab: Vocab, dim: int, vecs: dict[str, np.ndarray]) -> np.ndarray:
     mat = np.zeros((len(vocab), dim), dtype=np.float32)
-    found = []
-    for i, w in enumerate(vocab.itos[2:], 2):
-        v = exact.get(w, lower_seen.get(w))
-        if v is not None:
-            mat[i] = v
-            found.append(i)
+    found = [i for i, w in enumerate(vocab.itos[2:], 2) if w in vecs]
+    for i in found:
+        mat[i] = vecs[vocab.itos[i]]
     unk = mat[found].mean(axis=0) if found else np.zeros(dim, dtype=np.float32)
     mat[Vocab.UNK] = unk
     found_set = set(found)
@@ -144,10 +141,75 @@ def load_glove(path: str | Path, vocab: Vocab, cache: str | Path | None = None) 
     mat[missing] = unk
     log.info("GloVe %s: %d/%d vocabulary words found, %d mapped to the UNK vector",
              path.name, len(found), len(vocab) - 2, len(missing))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npy")
-        np.save(tmp, mat)
-        tmp.replace(cache)
-        cache.with_suffix(".json").write_text(json.dumps(meta) + "\n")
     return mat
+
+
+def _save_cache(cache: Path, mat: np.ndarray, side: dict) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npy")
+    np.save(tmp, mat)
+    tmp.replace(cache)
+    cache.with_suffix(".json").write_text(json.dumps(side) + "\n")
+
+
+def load_glove(path: str | Path, vocab: Vocab, cache: str | Path | None = None) -> np.ndarray:
+    """``[len(vocab), dim]`` float32 (see the module doc)."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"GloVe file {path} not found")
+    meta = _glove_meta(path, vocab)
+    if cache is not None:
+        cache = Path(cache)
+        side = cache.with_suffix(".json")
+        if cache.exists() and side.exists() and json.loads(side.read_text()) == meta:
+            return np.load(cache, allow_pickle=False)
+    dim, vecs = _scan_glove(path, set(vocab.itos[2:]))
+    mat = _matrix(path, vocab, dim, vecs)
+    if cache is not None:
+        _save_cache(cache, mat, meta)
+    return mat
+
+
+def glove_vocab(path: str | Path, sentences: Iterable[str], other_sentences: Iterable[str] = (), min_freq: int = 1,
+                cache: str | Path | None = None) -> tuple[Vocab, np.ndarray]:
+    """``(vocab, embeddings)`` for frozen GloVe word vectors, from one pass over the GloVe file.
+
+    The vocabulary is ``Vocab.build(sentences, min_freq)`` (the train words, ids unchanged; a train
+    word absent from GloVe keeps its id and gets the UNK vector, as with :func:`load_glove`), followed
+    by every other word of ``sentences`` (below ``min_freq``) and of ``other_sentences`` (e.g. the
+    test split's; only their words are read) that GloVe has, most frequent first. Words absent from
+    both map to UNK. ``cache=x.npy`` stores the matrix and, in ``x.json``, the vocabulary."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetNotFoundError(f"GloVe file {path} not found")
+    train_counts = Counter(w for s in sentences for w in tokenize(s))
+    all_counts = train_counts + Counter(w for s in other_sentences for w in tokenize(s))
+    base = [w for w in train_counts if train_counts[w] >= min_freq]
+    request = hashlib.sha1(json.dumps([sorted(train_counts.items()), sorted(all_counts.items()), min_freq]).encode())
+    meta = _glove_meta(path, Vocab([Vocab.PAD_TOKEN, Vocab.UNK_TOKEN])) | {"request": request.hexdigest()}
+    del meta["vocab"]
+    if cache is not None:
+        cache = Path(cache)
+        side = cache.with_suffix(".json")
+        if cache.exists() and side.exists():
+            rec = json.loads(side.read_text())
+            if rec.get("itos") and {k: rec.get(k) for k in meta} == meta:
+                return Vocab(rec["itos"]), np.load(cache, allow_pickle=False)
+    dim, vecs = _scan_glove(path, set(all_counts))
+    base_set = set(base)
+    extra = sorted((w for w in all_counts if w not in base_set and w in vecs), key=lambda w: (-all_counts[w], w))
+    vocab = Vocab([Vocab.PAD_TOKEN, Vocab.UNK_TOKEN, *sorted(base, key=lambda w: (-train_counts[w], w)), *extra])
+    mat = _matrix(path, vocab, dim, vecs)
+    log.info("vocabulary: %d train words + %d other words found in GloVe", len(base), len(extra))
+    if cache is not None:
+        _save_cache(cache, mat, meta | {"itos": vocab.itos})
+    return vocab, mat
+
+
+def unk_rate(vocab: Vocab, sentences: Iterable[str]) -> dict[str, float]:
+    """Share of tokens, and of sentences with at least one token, that ``vocab`` maps to UNK."""
+    toks = [tokenize(s) for s in sentences]
+    n = sum(len(t) for t in toks)
+    unk = [sum(w not in vocab for w in t) for t in toks]
+    return {"tokens": sum(unk) / max(n, 1), "sentences": sum(u > 0 for u in unk) / max(len(toks), 1),
+            "unk_tokens": sum(unk), "total_tokens": n}
