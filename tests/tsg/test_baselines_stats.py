@@ -74,3 +74,74 @@ def test_real_charades_baselines(shared_dir):
     # the dataset bias: a blind prior beats random moments at R1@0.5 and R1@0.7 on Charades-STA
     assert res["prior"]["R1@0.5"] > res["random"]["R1@0.5"] + 5
     assert res["prior"]["R1@0.7"] > res["random"]["R1@0.7"] + 5
+
+
+# ----------------------------------------------------------------------------------------- bow
+
+def _linear_world(tmp_path, n_train=60, n_test=20, clips=16, seed=0):
+    """A world the bow probe must solve exactly: clip features are a linear map (orthonormal columns)
+    of the query's mean word vector on the event's clips; each video has 2 events of 3 clips (on
+    the clip grid) whose queries differ in at least one concept word; background clips cancel the
+    video mean, so the moment's mean centred feature is exactly A q."""
+    import h5py
+
+    rng = np.random.default_rng(seed)
+    words = ["opens", "closes", "door", "cup", "book", "box"]
+    vec = {w: np.eye(8)[i] for i, w in enumerate(words)}  # "a", "person", "the": not in GloVe
+    a = np.linalg.qr(rng.standard_normal((12, 12)))[0][:, :8]
+    (tmp_path / "glove.txt").write_text("".join(w + " " + " ".join(f"{x:g}" for x in v) + "\n" for w, v in vec.items()))
+    dur, lines = {}, {"train": [], "test": []}
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        for split, n in (("train", n_train), ("test", n_test)):
+            for i in range(n):
+                vid = f"{split}{i}"
+                x = np.zeros((clips, 12))
+                s1 = int(rng.integers(0, 5))
+                s2 = int(rng.integers(s1 + 4, clips - 3))
+                objs = rng.choice(4, 2, replace=False)
+                bg = np.ones(clips, dtype=bool)
+                for s, o in ((s1, objs[0]), (s2, objs[1])):
+                    sent = f"a person {words[rng.integers(2)]} the {words[2 + o]}"
+                    x[s:s + 3] = a @ np.mean([vec[w] for w in sent.split() if w in vec], axis=0)
+                    bg[s:s + 3] = False
+                    lines[split].append(f"{vid} {s:.2f} {s + 3:.2f}##{sent}")
+                x[bg] = -x[~bg].sum(axis=0) / bg.sum()
+                h5.create_dataset(vid, data=x.astype(np.float32))
+                dur[vid] = {"duration": float(clips)}
+    (tmp_path / "charades.json").write_text(json.dumps(dur))
+    for split in lines:
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines[split]) + "\n")
+    return read_annotations(tmp_path / "train.txt"), read_annotations(tmp_path / "test.txt")
+
+
+def test_bow_is_exact_on_a_linear_world(tmp_path):
+    from common.tsg.baselines import bow_predictions
+    from common.tsg.evaluate import evaluate
+    from common.tsg.features import FeatureStore
+
+    train, test = _linear_world(tmp_path)
+    fs = FeatureStore(tmp_path / "f.h5")
+    preds = bow_predictions(train, test, fs, tmp_path / "glove.txt", num_clips=16, ridge=1e-6)
+    gts = np.array([[q.start, q.end] for q in test.queries])
+    m = evaluate(preds, gts)
+    assert m["R1@0.7"] == 100 and m["mIoU"] == pytest.approx(100)
+    again = bow_predictions(train, test, fs, tmp_path / "glove.txt", num_clips=16, ridge=1e-6)
+    assert all(np.array_equal(p, q) for p, q in zip(preds, again))  # deterministic
+    res = reference_baselines(train, test, features=fs, glove=tmp_path / "glove.txt", num_clips=16)
+    assert set(res) == {"random", "prior", "bow"} and res["bow"]["R1@0.5"] > res["prior"]["R1@0.5"]
+
+
+def test_bow_never_reads_test_moments(tmp_path):
+    import dataclasses
+
+    from common.tsg.baselines import bow_predictions
+    from common.tsg.features import FeatureStore
+
+    train, test = _linear_world(tmp_path)
+    fs = FeatureStore(tmp_path / "f.h5")
+    moved = Annotations([dataclasses.replace(q, start=0.0, end=q.duration) for q in test.queries], "mem", "charades", 0, 0)
+    a = bow_predictions(train, test, fs, tmp_path / "glove.txt", num_clips=16)
+    b = bow_predictions(train, moved, fs, tmp_path / "glove.txt", num_clips=16)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    with pytest.raises(ValueError, match="needs both"):
+        reference_baselines(train, test, features=fs)
