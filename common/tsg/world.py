@@ -8,8 +8,9 @@ the real file formats; ``common/tsg/README.md`` says which paper's claim each kn
 
 * **Compositional, non-additive features** (``binding="multiplicative"``). Every concept has a
   zero-mean embedding; a frame of event (action, object, modifier) in sub-phase ``p`` of its action
-  carries ``g([P[p] * E[object], E[modifier] * E[object]])``, a fixed random MLP without first-layer
-  bias and with an odd activation (softsign) over elementwise products. Averaged over the other
+  carries ``W2 [h(P[p] * E[object]); 0.5 h'(E[modifier] * E[object])]``, a fixed random MLP without
+  first-layer bias, with an odd activation (softsign) over elementwise products (two hidden
+  blocks, so the modifier does not multiply the number of patterns). Averaged over the other
   concepts, a product of zero-mean embeddings is zero, so no linear map of averaged word vectors
   predicts the frames, while a cross-modal model that learns the (phase, object) patterns can.
   ``binding="additive"`` is the v1 world (``S[action] + S[object] + 0.5 S[modifier]``, no phases).
@@ -98,7 +99,7 @@ REVERSE = reverse_pairs()
 @dataclass
 class Knobs:
     """v2 knobs (defaults = the default embedded set). README: which paper's claim each serves."""
-    train_videos: int = 700
+    train_videos: int = 2000
     test_videos: int = 250
     stats: str = "charades"          # charades | uniform (durations, lengths, starts, queries per video)
     queries_per_video: int = 0       # 0: drawn from the Charades-STA summary, capped at max_queries
@@ -125,7 +126,7 @@ class Knobs:
     test_loc_center: float | None = None
     zipf: float = 1.0
     test_zipf: float | None = None   # None: as train; 0: concept-balanced test distribution
-    noise: float = 1.0
+    noise: float = 0.5
     signal: float = 1.0
     modifier_prob: float = 0.5
     glove_dim: int = 50
@@ -179,6 +180,16 @@ def _quantile_draw(rng: np.random.Generator, values) -> float:
     return float(np.interp(rng.random(), CHARADES_STA_TRAIN["quantiles"], values))
 
 
+_SV = np.asarray(CHARADES_STA_TRAIN["start_relative"])
+_SQ = np.asarray(CHARADES_STA_TRAIN["quantiles"])
+_LAST = np.append(_SV[1:] != _SV[:-1], True)  # for tied values, the largest quantile
+
+
+def _start_cdf(x):
+    """CDF of the Charades-STA relative start (inverse of the quantile table; F(0) is its mass at 0)."""
+    return np.interp(x, _SV[_LAST], _SQ[_LAST])
+
+
 def _orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """A fixed random ``rows x cols`` map with orthonormal rows or columns (a rotation when square)."""
     q, _ = np.linalg.qr(rng.standard_normal((max(rows, cols), max(rows, cols))))
@@ -223,13 +234,16 @@ class World:
             self.table = np.broadcast_to(table, (n_ph, n_o, n_m + 1, d)).astype(np.float32)
         else:
             ph = _centre(rng.standard_normal((n_ph, r)))
-            w1 = rng.standard_normal((k.binding_hidden, 2 * r)) / np.sqrt(2 * r)
-            w2 = rng.standard_normal((d, k.binding_hidden)) / np.sqrt(k.binding_hidden)
-            mods = np.concatenate([np.zeros((1, r)), emb["modifier"]])  # row 0: no modifier
-            po = ph[:, None, None, :] * emb["object"][None, :, None, :]          # [P, O, 1, r]
-            mo = mods[None, None, :, :] * emb["object"][None, :, None, :]         # [1, O, M+1, r]
-            z = np.concatenate(np.broadcast_arrays(po, mo), axis=-1)              # [P, O, M+1, 2r]
-            x = softsign(z @ w1.T) @ w2.T
+            h = k.binding_hidden
+            w_po = rng.standard_normal((h, r)) / np.sqrt(r)
+            w_mo = rng.standard_normal((h, r)) / np.sqrt(r)
+            w2 = rng.standard_normal((d, 2 * h)) / np.sqrt(2 * h)
+            po = ph[:, None, :] * emb["object"][None, :, :]                       # [P, O, r]
+            mo = emb["modifier"][:, None, :] * emb["object"][None, :, :]          # [M, O, r]
+            # two hidden blocks: (phase * object) and (modifier * object); no modifier: zeros
+            hp = softsign(po @ w_po.T)                                            # [P, O, h]
+            hm = np.concatenate([np.zeros((1, n_o, h)), softsign(mo @ w_mo.T)])   # [M+1, O, h]
+            x = hp[:, :, None, :] @ w2[:, :h].T + 0.5 * (hm.transpose(1, 0, 2) @ w2[:, h:].T)[None]
             self.table = (x / np.sqrt((x ** 2).mean())).astype(np.float32)        # unit RMS per dim
             self.act_sig = np.zeros((len(ACTIONS), d), dtype=np.float32)
 
@@ -329,29 +343,42 @@ class World:
         scale = (cap - sum(ln for ln, f in zip(out, queried) if not f)) / q
         return [ln * scale if f else ln for ln, f in zip(out, queried)]
 
-    def _start(self, rng, dur: float, ln: float) -> float:
-        if self.k.stats == "charades":
-            s = _quantile_draw(rng, CHARADES_STA_TRAIN["start_relative"]) * dur
-        else:
-            s = float(rng.uniform(0, dur - ln))
-        return min(max(s, 0.0), dur - ln)
-
-    def _place(self, rng, dur, lengths, first_start):
-        spans = []
+    def _place(self, rng, dur: float, lengths: list[float], first_start: float | None):
+        """Non-overlapping spans (s) for events of the given lengths, in order; the first at
+        ``first_start`` when given. Each start is drawn from the start distribution restricted to
+        the places where the event still fits (one draw, no rejection). None when one does not fit."""
+        spans: list[tuple[float, float]] = []
         for i, ln in enumerate(lengths):
-            for attempt in range(200):
-                if i == 0 and first_start is not None:
-                    s = min(max(first_start, 0.0), dur - ln)
-                elif attempt < 100:
-                    s = self._start(rng, dur, ln)
-                else:  # the distribution's favourite places are taken: anywhere free
-                    s = float(rng.uniform(0, dur - ln))
-                if all(s + ln <= a or s >= b for a, b in spans):
-                    spans.append((s, s + ln))
-                    break
+            if i == 0 and first_start is not None:
+                s = min(max(first_start, 0.0), dur - ln)
             else:
-                return None
+                s = self._free_start(rng, dur, ln, spans)
+                if s is None:
+                    return None
+            spans.append((s, s + ln))
         return spans
+
+    def _free_start(self, rng, dur: float, ln: float, spans) -> float | None:
+        edges = [0.0] + [x for a, b in sorted(spans) for x in (a, b)] + [dur]
+        feas = [(a, b - ln) for a, b in zip(edges[::2], edges[1::2]) if b - ln >= a]  # start ranges, s
+        if not feas:
+            return None
+        lo = np.array([a for a, _ in feas]) / dur
+        hi = np.array([b for _, b in feas]) / dur
+        if self.k.stats == "charades":
+            cdf_lo = np.where(lo <= 0.0, 0.0, _start_cdf(lo))  # the point mass at 0 belongs to [0, ...]
+            w = _start_cdf(hi) - cdf_lo
+        else:
+            cdf_lo, w = lo, hi - lo
+        if w.sum() <= 0:
+            w = hi - lo + 1e-9
+        j = int(rng.choice(len(w), p=w / w.sum()))
+        if self.k.stats == "charades" and _start_cdf(hi[j]) > cdf_lo[j]:
+            u = rng.uniform(cdf_lo[j], _start_cdf(hi[j]))
+            x = float(np.interp(u, _SQ, _SV))
+        else:
+            x = float(rng.uniform(lo[j], hi[j]))
+        return min(max(x, lo[j]), hi[j]) * dur
 
     def n_queries(self, rng) -> int:
         k = self.k

@@ -59,7 +59,7 @@ def test_stats_exact(tmp_path, capsys):
 
 
 def test_bench_loader_runs(tmp_path):
-    d = generate(tmp_path / "d", 0, train_videos=8, test_videos=2)
+    d = generate(tmp_path / "d", 0, train_videos=8, test_videos=2, queries_per_video=2, relation_frac=0.0)
     rec = bench_loader(d, workers=(0,), num_clips=16, batch_size=4, epochs=1)
     assert rec["samples"] == 16 and rec["workers0_samples_per_s"] > 0
 
