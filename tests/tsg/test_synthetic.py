@@ -28,6 +28,19 @@ V1_SHA256 = {
 }
 
 
+# the v2 world as released, seed 0, 12 train / 6 test videos: projects build on it, so a change
+# must be deliberate (update these and say so); features are checked by value (BLAS may differ)
+V2_SHA256 = {
+    "charades_sta_train.txt": "36dbeeb95c31cfe4e5a1b966938bab52fb4cb3a4768e6795b1ce76dbdfbf4fed",
+    "charades_sta_test.txt": "6666ef0e445a91d7dd188fa98e65ef7a0b3b65d4a7f8c4977d249775bfa58d28",
+    "charades.json": "6c66c04c6dc9e12951066b90d23a8092a5cc278f3963f575538a4032fa428772",
+    "glove.txt": "dffd62078b9f02a8d8c35d0442518bc824deadedc2a4bd59d6c5835301756890",
+    "meta.json": "15c6e98c2c0b68bf4e19522603d0edf00379c281c93a2e021c07355547f3fea0",
+    "glance/charades_sta_train.txt": "dae76728e8f0fd2a5403ef9cc9bc6fac09898c89e9ca8b7952bdc1d1c2a692b3",
+    "glance/charades_sta_test.txt": "578089fd9bd5ae81ab7e43379c710ad0f953ce4c50028be2ae806543cac7735b",
+}
+
+
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -44,6 +57,17 @@ def _meta(d):
 def test_v1_preset_reproduces_the_first_release_byte_for_byte(tmp_path):
     d = generate(tmp_path / "v1", seed=0, preset="v1", train_videos=12, test_videos=6)
     assert {p.name: _sha(p) for p in sorted(d.iterdir())} == V1_SHA256
+
+
+def test_v2_world_is_pinned(tmp_path):
+    d = generate(tmp_path / "v2", seed=0, train_videos=12, test_videos=6)
+    assert {f: _sha(d / f) for f in V2_SHA256} == V2_SHA256
+    with h5py.File(d / "features.h5") as h5:
+        x = h5["SYN00000"][()]
+    assert x.shape == (75, 64) and float(np.abs(x).sum()) == pytest.approx(3735.699, rel=1e-5)
+    np.testing.assert_allclose(x[[0, 10, 20], :4], [[-0.5341, -0.9714, 0.1034, 0.0223],
+                                                     [-1.0824, -1.9568, 2.7011, -0.6423],
+                                                     [1.0085, 0.1475, 1.39, 0.3406]], atol=2e-4)
 
 
 def test_v2_formats_counts_and_determinism(tmp_path):
