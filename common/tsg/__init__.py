@@ -7,10 +7,10 @@ from common.tsg.dataset import TSGDataset, collate_tsg
 from common.tsg.evaluate import METRICS, evaluate, iou
 from common.tsg.features import FEATURE_DIMS, FeatureStore, MissingVideoError, resample
 from common.tsg.records import Annotations, BadRecordError, Query, read_annotations
-from common.tsg.text import Vocab, load_glove, tokenize
+from common.tsg.text import Vocab, glove_vocab, load_glove, tokenize
 
 __all__ = [
     "METRICS", "FEATURE_DIMS", "Annotations", "BadRecordError", "FeatureStore", "MissingVideoError", "Query",
     "TSGDataset", "Vocab", "collate_tsg", "evaluate", "iou", "load_glove", "prior_predictions",
-    "random_predictions", "read_annotations", "reference_baselines", "resample", "tokenize",
+    "random_predictions", "read_annotations", "reference_baselines", "resample", "tokenize", "glove_vocab",
 ]

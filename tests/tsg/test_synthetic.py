@@ -4,6 +4,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+
 from common.tsg import synthetic
 from common.tsg.baselines import reference_baselines
 from common.tsg.evaluate import evaluate
