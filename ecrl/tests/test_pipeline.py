@@ -18,7 +18,7 @@ from common.tsg import MissingVideoError
 from common.tsg.synthetic import generate
 
 # one event per video: the tiny test checks the pipeline learns (foreground detection), not language
-TINY = {"train_videos": 48, "test_videos": 32, "queries_per_video": 1, "distractors": 0, "noise": 0.5,
+TINY = {"preset": "v1", "train_videos": 48, "test_videos": 32, "queries_per_video": 1, "distractors": 0, "noise": 0.5,
         "feature_dim": 16, "glove_dim": 50, "loc_bias": 0.0}
 SETS = ["data.num_clips=16", "model.d=32", "model.heads=2", "ecrl.refine_hidden=16", "train.batch_size=8",
         "train.warmup_steps=5", "train.lr=3e-3", "eval.batch_size=64"]
