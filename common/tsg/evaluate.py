@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +139,49 @@ def evaluate(preds: Sequence, gts, *, nms: float | None = None, strict: bool = F
             out[f"{r}@{t}"] = 100.0 * float(hit.mean())
     out["mIoU"] = 100.0 * float(top1.mean())
     return {m: out[m] for m in METRICS}
+
+
+def evaluate_subsets(preds: Sequence, gts, subsets: Mapping[str, Sequence[int]], *,
+                     query_ids: Sequence[int] | None = None, **kw) -> dict[str, dict[str, float]]:
+    """Metrics per named subset of the test queries: ``{name: {"queries": n, metric: value, ...}}``
+    (``results.json`` key ``subsets``). ``subsets`` maps a name to query ids (a dataset's
+    ``meta.json`` ``test_subsets``); ``query_ids`` gives the id of each row of ``preds``/``gts``
+    (default: the row index, which is the id when no record was skipped). An id that is not among
+    the rows is an error; an empty subset is left out. ``kw`` goes to :func:`evaluate`."""
+    gts = np.asarray(gts, dtype=np.float64).reshape(-1, 2)
+    ids = np.arange(len(gts)) if query_ids is None else np.asarray(query_ids, dtype=np.int64)
+    if len(ids) != len(gts) or len(preds) != len(gts):
+        raise DataFormatError(f"{len(preds)} predictions, {len(gts)} ground truths, {len(ids)} query ids")
+    row = {int(q): i for i, q in enumerate(ids)}
+    durs = kw.pop("durations", None)
+    out = {}
+    for name, members in subsets.items():
+        members = [int(q) for q in members]
+        unknown = [q for q in members if q not in row]
+        if unknown:
+            raise DataFormatError(f"subset {name!r}: {len(unknown)} query id(s) not in the test set, e.g. {unknown[:10]}")
+        if not members:
+            continue
+        rows = [row[q] for q in members]
+        d = None if durs is None else [durs[r] for r in rows]
+        out[name] = {"queries": len(rows), **evaluate([preds[r] for r in rows], gts[rows], durations=d, **kw)}
+    return out
+
+
+def write_predictions(path: str | Path, query_ids: Sequence[int], preds: Sequence, decimals: int = 4) -> Path:
+    """Ranked predictions as jsonl, one ``{"query_id": id, "pred": [[start_s, end_s], ...]}`` per
+    query (the format :func:`read_predictions` and ``python -m common.tsg.evaluate`` read), rounded
+    to ``decimals``; written atomically."""
+    if len(query_ids) != len(preds):
+        raise ValueError(f"{len(query_ids)} query ids for {len(preds)} prediction lists")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for qid, p in zip(query_ids, preds):
+            arr = np.round(np.asarray(p, dtype=np.float64).reshape(-1, 2), decimals)
+            f.write(json.dumps({"query_id": int(qid), "pred": arr.tolist()}) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def read_predictions(path: str | Path, query_ids: Sequence[int]) -> list[np.ndarray]:
