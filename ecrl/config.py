@@ -2,7 +2,10 @@
 may only name these keys, with these types). Only the abstract of arXiv 2305.04123 was available,
 so most values are the Liu group's conventions (IA-Net, CSMGAN released code) or RECONSTRUCTED.
 The defaults are the real-data (Charades-STA, I3D) setting; ``configs/synthetic.yaml`` shrinks it
-for the embedded set."""
+for the embedded set.
+
+IA-Net = github.com/liudaizong/IA-Net at commit bc04dfb (README training/evaluation commands,
+code/main.py defaults), the group's released code that ECRL's conventions are taken from."""
 
 from common.config import ConfigError
 from common.tsg.data import DATA_DEFAULTS, DATA_RULES
@@ -12,15 +15,15 @@ DEFAULTS = {
     # the dataset: files, formats, clips, words, checks (each key documented in common/tsg/data.py)
     "data": dict(DATA_DEFAULTS),
     "model": {
-        "word_dim": 300,           # GloVe 840B 300-d, as IA-Net/CSMGAN (the real configs)
-        "d": 512,                  # model width: IA-Net's released d_model
-        "heads": 4,                # IA-Net's released attention heads
+        "word_dim": 300,           # GloVe 840B 300-d (IA-Net README: glove.840B.300d)
+        "d": 512,                  # model width (IA-Net main.py --d-model 512)
+        "heads": 4,                # attention heads (IA-Net README commands: --num-heads 4)
         "query_layers": 1,         # RECONSTRUCTED: the abstract names no query encoder (group code: one BiGRU)
         "video_layers": 2,         # RECONSTRUCTED: transformer layers over the clips
         "fusion_layers": 2,        # RECONSTRUCTED: transformer layers after the cross-modal fusion
-        "dropout": 0.2,            # IA-Net's released dropout
-        "max_clips": 512,          # size of the fixed sinusoidal position table (>= data.num_clips)
-        "freeze_words": True,      # GloVe vectors frozen, as the group's code
+        "dropout": 0.2,            # IA-Net README commands: --dropout 0.2
+        "max_clips": 512,          # rows of the fixed sinusoidal position table (raised to data.num_clips if smaller)
+        "freeze_words": True,      # RECONSTRUCTED: GloVe vectors frozen (the abstract says nothing)
     },
     "ecrl": {
         "augment": True,           # the abstract: spatio-temporal augmentation + equivariant grounding of the augmented video
@@ -36,10 +39,10 @@ DEFAULTS = {
         "refine_hidden": 128,      # RECONSTRUCTED: self-refine bottleneck width
         "refine_p_drop": 0.15,     # RECONSTRUCTED: share of clean clips dropped for the completeness (inpainting) term
         "refine_smooth": 0.1,      # RECONSTRUCTED: weight of the smoothness term inside the refine objective
-        "aug": {
+        "aug": {                   # ecrl/augment.py: AugConfig
             "p_temporal": 1.0,     # RECONSTRUCTED: probability that a sample gets the temporal transform
             "speed_min": 0.5,      # RECONSTRUCTED: foreground length factor range (log-uniform)
-            "speed_max": 2.0,
+            "speed_max": 2.0,      # RECONSTRUCTED: (its upper end)
             "crop_max": 0.3,       # RECONSTRUCTED: at most this share of each background side is cropped away
             "p_foreign": 0.5,      # RECONSTRUCTED: probability of splicing another video's clips into the background
             "foreign_max": 0.4,    # RECONSTRUCTED: at most this share of the background becomes foreign
@@ -49,21 +52,21 @@ DEFAULTS = {
         },
     },
     "train": {
-        "epochs": 40,              # IA-Net's released Charades eval command (its training command: 80)
-        "batch_size": 64,          # per process; IA-Net's released batch
-        "lr": 4e-4,                # IA-Net's released peak LR (Charades, TACoS)
-        "weight_decay": 1e-8,      # IA-Net's released weight decay (Charades, TACoS)
-        "warmup_steps": 300,       # IA-Net's released warm-up updates
-        "schedule": "inverse_sqrt",  # cosine | inverse_sqrt | constant: IA-Net's released schedule
+        "epochs": 40,              # IA-Net README Charades evaluation command (its training command: 80)
+        "batch_size": 64,          # per process (IA-Net README Charades/TACoS: --batch-size 64)
+        "lr": 4e-4,                # peak LR (IA-Net README Charades/TACoS: --lr 4e-4)
+        "weight_decay": 1e-8,      # IA-Net README Charades/TACoS: --weight-decay 1e-8 (AdamW here: DEVIATION, decoupled)
+        "warmup_steps": 300,       # IA-Net README: --warmup-updates 300
+        "schedule": "inverse_sqrt",  # cosine | inverse_sqrt | constant (IA-Net main.py --lr-scheduler inverse_sqrt)
         "grad_clip": 1.0,          # RECONSTRUCTED: global gradient-norm clip (0 = off)
-        "num_workers": 4,          # DataLoader workers per process
+        "num_workers": 4,          # DataLoader workers per process (HDF5 reads overlap compute)
     },
     "eval": {
-        "k": 5,                    # moments kept per query (R@5)
+        "k": 5,                    # moments kept per query (R@5, the papers' tables)
         "nms": 0.5,                # greedy NMS threshold at decoding (DEVIATION: the group uses theta - 0.05 per threshold)
-        "max_len_frac": 1.0,       # longest decodable span, fraction of the clips
+        "max_len_frac": 1.0,       # longest decodable span, fraction of the clips (1: no limit)
         "inside_weight": 1.0,      # RECONSTRUCTED: weight of the mean inside log-probability in the span score
-        "batch_size": 64,
+        "batch_size": 64,          # queries per eval forward (memory only)
         "figures": 6,              # test queries drawn in eval's figure (0: none)
     },
 }

@@ -29,7 +29,7 @@ from common.log import progress, setup_logging
 from common.results import write_results
 from common.run import latest_checkpoint
 from common.runtime import autocast, resolve_device, seed_everything
-from common.tsg import Vocab, collate_tsg, evaluate, reference_baselines
+from common.tsg import Vocab, collate_tsg, evaluate, prior_predictions, random_predictions
 from common.tsg.dataset import to_device
 from common.tsg.decode import to_seconds
 from common.tsg.evaluate import evaluate_subsets, write_predictions
@@ -68,8 +68,9 @@ def find_checkpoint(args) -> Path:
 
 @torch.no_grad()
 def plot_queries(path: Path, net, dataset, preds: list[np.ndarray], idx: list[int], device) -> Path:
-    """One panel per test query: the start / end probabilities and the inside score per clip over
-    time, the ground-truth moment (shaded) and the top-1 prediction (bar), with the sentence."""
+    """One panel per test query: the inside probability (left axis) and the start / end
+    distributions (right axis) per clip over time, the ground-truth moment (shaded) and the top-1
+    prediction (bar), with the sentence and the top-1 IoU."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,19 +88,24 @@ def plot_queries(path: Path, net, dataset, preds: list[np.ndarray], idx: list[in
         pe = torch.softmax(out["end"][row, :n].float(), -1).cpu().numpy()
         pi = torch.sigmoid(out["inside"][row, :n].float()).cpu().numpy()
         ax.axvspan(q.start, q.end, color="tab:green", alpha=0.18, label="ground truth")
-        ax.plot(t, pi, color="tab:gray", lw=1.2, label="inside")
-        ax.plot(t, ps / max(ps.max(), 1e-9), color="tab:blue", lw=1.2, label="start (scaled to max 1)")
-        ax.plot(t, pe / max(pe.max(), 1e-9), color="tab:red", lw=1.2, label="end (scaled to max 1)")
+        ax.plot(t, pi, color="tab:gray", lw=1.2, label="inside (left axis)")
         s, e = preds[i][0]
         iou = max(0.0, min(e, q.end) - max(s, q.start)) / (max(e, q.end) - min(s, q.start))
         ax.hlines(1.08, s, e, color="k", lw=4, label="top-1 prediction")
         ax.set_xlim(0, q.duration)
         ax.set_ylim(0, 1.18)
+        ax2 = ax.twinx()  # the boundary distributions sum to 1 over the clips: their own scale
+        ax2.plot(t, ps, color="tab:blue", lw=1.2, label="p(start) (right axis)")
+        ax2.plot(t, pe, color="tab:red", lw=1.2, label="p(end) (right axis)")
+        ax2.set_ylim(0, 1.18 * max(ps.max(), pe.max(), 1e-6))
+        ax2.tick_params(labelsize=7)
         ax.set_title(f"query {q.query_id} ({q.vid}): \"{q.sentence[:80]}\"  IoU {iou:.2f}", fontsize=8, loc="left")
+        if row == 0:
+            handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+            fig.legend(handles=handles, fontsize=6, ncol=5, loc="upper right")
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time (s)")
-    axes[0, 0].legend(fontsize=6, ncol=5, loc="upper right", bbox_to_anchor=(1.0, 1.6))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(idx)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -135,8 +141,10 @@ def main(argv=None) -> int:
     gts = np.array([[q.start, q.end] for q in data.test.queries])
     qids = [q.query_id for q in data.test.queries]
     metrics = evaluate(preds, gts)
-    subsets = evaluate_subsets(preds, gts, data.subsets, query_ids=qids) if data.subsets else None
-    baselines = reference_baselines(data.train, data.test, seed=seed)
+    # the reference baselines (common.tsg.baselines), fitted on the same training queries
+    base_preds = {"random": random_predictions(data.test, 5, seed), "prior": prior_predictions(data.train, data.test, 5)}
+    baselines = {b: evaluate(bp, gts) for b, bp in base_preds.items()}
+    subsets = evaluate_subsets(preds, gts, data.subsets, query_ids=qids, baselines=base_preds) if data.subsets else None
     wall = time.perf_counter() - t0
     write_predictions(out_dir / "predictions.jsonl", qids, preds)
     n_fig = min(cfg.eval.figures, len(preds))
@@ -153,9 +161,10 @@ def main(argv=None) -> int:
     log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), out_dir)
     for b, m in baselines.items():
         log.info("baseline %s: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()), b)
-    for s, m in (subsets or {}).items():
-        log.info("subset %s (%d queries): R1@0.5=%.2f R1@0.7=%.2f mIoU=%.2f", s, m["queries"], m["R1@0.5"],
-                 m["R1@0.7"], m["mIoU"])
+    for s, e in (subsets or {}).items():
+        m = e["metrics"]
+        log.info("subset %s (%d queries): R1@0.5=%.2f R1@0.7=%.2f mIoU=%.2f", s, e["n"], m["R1@0.5"], m["R1@0.7"],
+                 m["mIoU"])
     return 0
 
 

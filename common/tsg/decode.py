@@ -98,7 +98,7 @@ def decode_windows(clip_scores, video_mask, *, scales: Sequence[float] = (0.1, 0
         inside = cs[w[:, 1] + 1] - cs[w[:, 0]]
         rest = n - width
         score = inside / width - contrast * np.where(rest > 0, (cs[n] - inside) / np.maximum(rest, 1), 0.0)
-        order = np.lexsort((w[:, 0], -width, -score))
+        order = np.lexsort((w[:, 0], -width, -np.round(score, 9)))  # cumsum noise must not break a tie
         spans = np.stack([w[order, 0] / n, (w[order, 1] + 1) / n], -1)[None]
         kept, valid = nms_topk(spans, np.ones(spans.shape[:2], dtype=bool), nms, keep=k)
         out.append(kept[0][valid[0]])

@@ -142,16 +142,23 @@ def evaluate(preds: Sequence, gts, *, nms: float | None = None, strict: bool = F
 
 
 def evaluate_subsets(preds: Sequence, gts, subsets: Mapping[str, Sequence[int]], *,
-                     query_ids: Sequence[int] | None = None, **kw) -> dict[str, dict[str, float]]:
-    """Metrics per named subset of the test queries: ``{name: {"queries": n, metric: value, ...}}``
-    (``results.json`` key ``subsets``). ``subsets`` maps a name to query ids (a dataset's
-    ``meta.json`` ``test_subsets``); ``query_ids`` gives the id of each row of ``preds``/``gts``
-    (default: the row index, which is the id when no record was skipped). An id that is not among
-    the rows is an error; an empty subset is left out. ``kw`` goes to :func:`evaluate`."""
+                     query_ids: Sequence[int] | None = None, baselines: Mapping[str, Sequence] | None = None,
+                     **kw) -> dict[str, dict]:
+    """Metrics per named subset of the test queries, in ``results.json``'s ``subsets`` form:
+    ``{name: {"n": queries, "metrics": {...}, "baselines": {baseline: {...}}}}``.
+
+    ``subsets`` maps a name to query ids (a dataset's ``meta.json`` ``test_subsets``);
+    ``query_ids`` gives the id of each row of ``preds``/``gts`` (default: the row index, which is
+    the id when no record was skipped); ``baselines`` maps a baseline's name to its predictions
+    (same rows), scored on the same subsets. An id that is not among the rows is an error; an
+    empty subset is left out. ``kw`` (``nms``, ``strict``, ``durations``) goes to :func:`evaluate`."""
     gts = np.asarray(gts, dtype=np.float64).reshape(-1, 2)
     ids = np.arange(len(gts)) if query_ids is None else np.asarray(query_ids, dtype=np.int64)
-    if len(ids) != len(gts) or len(preds) != len(gts):
-        raise DataFormatError(f"{len(preds)} predictions, {len(gts)} ground truths, {len(ids)} query ids")
+    for name, p in {"method": preds, **(baselines or {})}.items():
+        if len(p) != len(gts):
+            raise DataFormatError(f"{name}: {len(p)} prediction lists for {len(gts)} ground-truth queries")
+    if len(ids) != len(gts):
+        raise DataFormatError(f"{len(ids)} query ids for {len(gts)} ground-truth queries")
     row = {int(q): i for i, q in enumerate(ids)}
     durs = kw.pop("durations", None)
     out = {}
@@ -163,8 +170,11 @@ def evaluate_subsets(preds: Sequence, gts, subsets: Mapping[str, Sequence[int]],
         if not members:
             continue
         rows = [row[q] for q in members]
-        d = None if durs is None else [durs[r] for r in rows]
-        out[name] = {"queries": len(rows), **evaluate([preds[r] for r in rows], gts[rows], durations=d, **kw)}
+        sub_kw = dict(kw, durations=None if durs is None else [durs[r] for r in rows])
+        score = lambda p: evaluate([p[r] for r in rows], gts[rows], **sub_kw)
+        out[name] = {"n": len(rows), "metrics": score(preds)}
+        if baselines:
+            out[name]["baselines"] = {b: score(p) for b, p in baselines.items()}
     return out
 
 
