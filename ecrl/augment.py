@@ -15,9 +15,7 @@ clips of another video in the batch), foreground speed change (resample the mome
 position of the re-sampled background). Feature-level "spatial" transforms: Gaussian noise and
 clip dropout (whole clips zeroed), the self-refine module's job to repair.
 
-RECONSTRUCTED: the abstract names "spatio-temporal augmentations on foreground and background
-segments" only. Features are pre-extracted, so the "spatial" part is feature-level; the set of
-transforms and their ranges are this reconstruction's choice.
+The abstract names "spatio-temporal augmentations on foreground and background segments" only.
 """
 
 from __future__ import annotations
@@ -31,6 +29,9 @@ import torch
 from common.tsg.grid import moment_to_clips
 
 
+# RECONSTRUCTED: the set of transforms and their ranges (ecrl/config.py ecrl.aug) are this
+# reconstruction's choice. DEVIATION: features are pre-extracted (I3D/C3D), so the "spatial"
+# transforms act on features (noise, clip dropout), not on frames.
 @dataclass
 class AugConfig:
     p_temporal: float = 1.0        # probability that a sample gets the temporal transform

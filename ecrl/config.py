@@ -55,7 +55,7 @@ DEFAULTS = {
         "epochs": 40,              # IA-Net README Charades evaluation command (its training command: 80)
         "batch_size": 64,          # per process (IA-Net README Charades/TACoS: --batch-size 64)
         "lr": 4e-4,                # peak LR (IA-Net README Charades/TACoS: --lr 4e-4)
-        "weight_decay": 1e-8,      # IA-Net README Charades/TACoS: --weight-decay 1e-8 (AdamW here: DEVIATION, decoupled)
+        "weight_decay": 1e-8,      # DEVIATION: AdamW (decoupled decay); IA-Net README Charades/TACoS: Adam, --weight-decay 1e-8
         "warmup_steps": 300,       # IA-Net README: --warmup-updates 300
         "schedule": "inverse_sqrt",  # cosine | inverse_sqrt | constant (IA-Net main.py --lr-scheduler inverse_sqrt)
         "grad_clip": 1.0,          # RECONSTRUCTED: global gradient-norm clip (0 = off)
@@ -63,7 +63,7 @@ DEFAULTS = {
     },
     "eval": {
         "k": 5,                    # moments kept per query (R@5, the papers' tables)
-        "nms": 0.5,                # greedy NMS threshold at decoding (DEVIATION: the group uses theta - 0.05 per threshold)
+        "nms": 0.5,                # DEVIATION: one greedy NMS threshold at decoding (the group: theta - 0.05 per IoU threshold)
         "max_len_frac": 1.0,       # longest decodable span, fraction of the clips (1: no limit)
         "inside_weight": 1.0,      # RECONSTRUCTED: weight of the mean inside log-probability in the span score
         "batch_size": 64,          # queries per eval forward (memory only)

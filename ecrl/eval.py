@@ -53,6 +53,8 @@ def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = 
     return preds
 
 
+# DEVIATION: the last checkpoint is evaluated (no model selection on a validation split: the
+# Charades-STA and TACoS configs here have none); papers of this line report their best epoch.
 def find_checkpoint(args) -> Path:
     """``--checkpoint``, else ``--run-dir``'s, else the latest run of ``--config`` and ``--seed``."""
     if args.checkpoint:

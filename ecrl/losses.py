@@ -15,12 +15,9 @@
       P_j(i) = softmax_i( cos(h'_j, h_i) / kappa ),   G_j(i) ∝ exp(-(t_i - tau_j)^2 / (2 sigma^2))
       L_SSCL = mean_j KL(G_j || P_j)
 
-  RECONSTRUCTED: the direction of the KL, the temperature kappa, sigma (in fractions of the
-  video), and that foreign clips (tau undefined) are left out are this reconstruction's choices.
 * ``refine_loss``: completeness (inpainting MSE of clips dropped from the clean video, + 0.1 x
   the identity error on the kept ones) + ``refine_smooth`` x smoothness (the squared step across
-  splice points of the refined augmented video, relative to ordinary steps). RECONSTRUCTED: the
-  abstract names the two properties only.
+  splice points of the refined augmented video, relative to ordinary steps).
 """
 
 from __future__ import annotations
@@ -63,6 +60,8 @@ def sscl_from_logits(logits: torch.Tensor, tau: torch.Tensor, times: torch.Tenso
     return (kl * row_ok).sum() / n
 
 
+# RECONSTRUCTED: the direction of the KL, the temperature kappa, sigma (in fractions of the video),
+# cosine similarity, and that foreign clips (tau undefined) are left out are this reconstruction's.
 def sscl_loss(h_orig: torch.Tensor, orig_mask: torch.Tensor, h_aug: torch.Tensor, tau: torch.Tensor,
               sigma: float = 0.05, kappa: float = 0.1, rows: torch.Tensor | None = None) -> torch.Tensor:
     """SSCL between the query-related sequences of the original [B, N, d] and augmented [B, N', d]
@@ -113,6 +112,8 @@ def smoothness_loss(x: torch.Tensor, video_mask: torch.Tensor, splice: torch.Ten
     return (step * at_splice).sum() / at_splice.sum() / scale
 
 
+# RECONSTRUCTED: the abstract names the two properties (completeness, smoothness) only; both terms
+# and the 0.1 identity weight are this reconstruction's.
 def refine_loss(res: dict, batch: dict, aug: dict, smooth_weight: float = 0.1) -> torch.Tensor:
     """The self-refine objective from ``ECRL.forward``'s outputs (module doc)."""
     vm = batch["video_mask"]
@@ -122,9 +123,9 @@ def refine_loss(res: dict, batch: dict, aug: dict, smooth_weight: float = 0.1) -
 
 # --------------------------------------------------------------------------- the objective
 
+# RECONSTRUCTED: the abstract gives no loss weights; all 1 by default (ecrl/config.py).
 class Objective(nn.Module):
-    """L = L_ground + w_aug L_ground(aug) + w_sscl SSCL + w_refine L_refine (module doc; weights
-    RECONSTRUCTED, all 1 by default). ``forward(res, batch, aug)`` takes ``ECRL.forward``'s
+    """L = L_ground + w_aug L_ground(aug) + w_sscl SSCL + w_refine L_refine (module doc). ``forward(res, batch, aug)`` takes ``ECRL.forward``'s
     outputs, the batch and the augmentation (``ecrl.augment.augment_step``, or ``None``) and
     returns ``{"loss": total, "ground": ..., "ground_aug": ..., "sscl": ..., "refine": ...}``
     (the terms that apply)."""

@@ -33,13 +33,12 @@ def _encoder(d: int, heads: int, layers: int, dropout: float) -> nn.TransformerE
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+# RECONSTRUCTED: the abstract does not name the query encoder; the group's released code (IA-Net)
+# uses a BiGRU over GloVe. A transformer layer is used here: as accurate at this scale, and large
+# matmuls (the bench's FLOP fraction).
 class QueryEncoder(nn.Module):
     """GloVe word vectors (frozen by default) -> Linear -> transformer layers; returns word states
-    [B, L, d] and a masked-mean sentence vector [B, d].
-
-    RECONSTRUCTED: the abstract does not name the query encoder; the group's released code uses a
-    BiGRU over GloVe. A transformer layer is used here because it is as accurate at this scale and
-    turns into large matmuls (the bench's FLOP fraction)."""
+    [B, L, d] and a masked-mean sentence vector [B, d]."""
 
     def __init__(self, vocab_size: int, word_dim: int, d: int, heads: int, layers: int, dropout: float,
                  embeddings: np.ndarray | torch.Tensor | None = None, freeze: bool = True):
@@ -80,13 +79,12 @@ class VideoEncoder(nn.Module):
         return self.enc(x, src_key_padding_mask=~video_mask)
 
 
+# RECONSTRUCTED: the abstract says only "cross-modal interaction"; this is the co-attention +
+# fusion + self-attention design common to the group's IA-Net/CSMGAN line.
 class CrossModal(nn.Module):
     """Cross-modal interaction: each clip attends over the words (multi-head cross-attention), the
     clip state, the attended query and their product are fused, gated by the sentence vector, and
-    a transformer stack reasons over the fused, query-related sequence.
-
-    RECONSTRUCTED: the abstract says only "cross-modal interaction"; this is the common
-    co-attention + fusion + self-attention design of the group's IA-Net/CSMGAN line."""
+    a transformer stack reasons over the fused, query-related sequence."""
 
     def __init__(self, d: int, heads: int, layers: int, dropout: float):
         super().__init__()
@@ -102,11 +100,10 @@ class CrossModal(nn.Module):
         return self.norm(self.enc(h, src_key_padding_mask=~video_mask))
 
 
+# RECONSTRUCTED: the abstract says "shared grounding head" without its type; a proposal-free
+# start/end (+ inside) head keeps the transform bookkeeping exact (labels are clip positions).
 class GroundingHead(nn.Module):
-    """Shared boundary head: per clip a start logit, an end logit and an inside (foreground) logit.
-
-    RECONSTRUCTED: the abstract says "shared grounding head" without its type; a proposal-free
-    start/end (+ inside) head keeps the transform bookkeeping exact (labels are clip positions)."""
+    """Shared boundary head: per clip a start logit, an end logit and an inside (foreground) logit."""
 
     def __init__(self, d: int, dropout: float):
         super().__init__()

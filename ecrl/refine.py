@@ -13,9 +13,8 @@ Its objective (``ecrl/losses.py``: ``refine_loss``, trained jointly with the gro
 * smoothness: on the augmented video, the squared step ||x_{j+1} - x_j||^2 across splice points,
   relative to the feature scale.
 
-RECONSTRUCTED: the abstract says only that a self-refine module "improves completeness and
-smoothness" of the augmented video; the architecture and both loss terms are this
-reconstruction's choice.
+The abstract says only that a self-refine module "improves completeness and smoothness" of the
+augmented video.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ import torch
 from torch import nn
 
 
+# RECONSTRUCTED: the architecture (gated residual 1-D convolutions in a bottleneck, with splice and
+# dropped-clip indicator channels) is this reconstruction's choice.
 class SelfRefine(nn.Module):
     def __init__(self, feat_dim: int, hidden: int = 128, kernel: int = 5, layers: int = 2):
         super().__init__()

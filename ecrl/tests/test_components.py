@@ -320,7 +320,7 @@ def test_self_refine_is_applied_to_the_augmented_video():
     assert plain.refine is None and "refined" not in plain(bt, aug)
 
 
-def test_self_refine_learns_to_restore_dropped_clips_and_smooth_splices():
+def test_self_refine_learns_to_restore_dropped_clips():
     """Guards the self-refine module: trained on its completeness objective, it restores clips
     dropped from a smooth video far better than leaving them as they are (what an identity
     module does)."""
