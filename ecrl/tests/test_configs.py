@@ -55,3 +55,14 @@ def test_real_annotations_read_with_config_format(shared_dir, name, folder):
     vocab = Vocab.build([q.sentence for q in ann.queries], cfg.data.min_word_freq)
     ids = vocab.encode(ann.queries[0].sentence, cfg.data.max_words)
     assert 0 < len(ids) <= cfg.data.max_words and Vocab.UNK not in ids
+
+
+def test_claim_variants_are_valid_configs():
+    """Every claim variant's overrides name real keys and pass the rules (before a long run)."""
+    from ecrl.claim import VARIANTS
+
+    for name, v in VARIANTS.items():
+        cfg = load_config(CONFIGS[0].parent / f"{v.config}.yaml", list(v.overrides), DEFAULTS)
+        validate(cfg)
+        assert name.startswith("full") == (cfg.ecrl.augment and cfg.ecrl.w_sscl > 0 and cfg.ecrl.refine
+                                          and cfg.ecrl.aug.relocate), name
