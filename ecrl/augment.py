@@ -15,9 +15,7 @@ clips of another video in the batch), foreground speed change (resample the mome
 position of the re-sampled background). Feature-level "spatial" transforms: Gaussian noise and
 clip dropout (whole clips zeroed), the self-refine module's job to repair.
 
-RECONSTRUCTED: the abstract names "spatio-temporal augmentations on foreground and background
-segments" only. Features are pre-extracted, so the "spatial" part is feature-level; the set of
-transforms and their ranges follow the research note's blueprint (tsg_supervised.md §4.2).
+The abstract names "spatio-temporal augmentations on foreground and background segments" only.
 """
 
 from __future__ import annotations
@@ -28,7 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.tsg.grid import moment_to_clips
 
+
+# RECONSTRUCTED: the set of transforms and their ranges (ecrl/config.py ecrl.aug) are this
+# reconstruction's choice. DEVIATION: features are pre-extracted (I3D/C3D), so the "spatial"
+# transforms act on features (noise, clip dropout), not on frames.
 @dataclass
 class AugConfig:
     p_temporal: float = 1.0        # probability that a sample gets the temporal transform
@@ -56,17 +59,10 @@ class AugPlan:
     dropped: np.ndarray  # [B, N] bool clip zeroed by clip dropout
 
 
-def fg_clips(start: float, end: float, n: int) -> tuple[int, int]:
-    """First and last clip (of n) that the moment [start, end] (fractions) overlaps."""
-    fs = min(max(int(math.floor(start * n)), 0), n - 1)
-    fe = min(max(int(math.ceil(end * n)) - 1, fs), n - 1)
-    return fs, fe
-
-
 def plan_one(b: int, n: int, start: float, end: float, other: int | None, n_other: int,
              cfg: AugConfig, rng: np.random.Generator):
     """The augmentation plan of one sample with n valid clips (see module docstring)."""
-    fs, fe = fg_clips(start, end, n)
+    fs, fe = (int(c) for c in moment_to_clips(start, end, n))  # the foreground's first and last clip
     lf = fe - fs + 1
     bg = [(b, float(i)) for i in range(fs)] + [(b, float(i)) for i in range(fe + 1, n)]
     temporal = rng.random() < cfg.p_temporal and len(bg) > 0
@@ -171,3 +167,22 @@ def augment(batch: dict, cfg: AugConfig, rng: np.random.Generator, generator: to
     dev = batch["video"].device
     return (video, torch.as_tensor(plan.start, dtype=torch.float32, device=dev),
             torch.as_tensor(plan.end, dtype=torch.float32, device=dev), plan)
+
+
+def augment_step(batch: dict, aug_cfg, seed: int, rank: int, step: int) -> dict:
+    """The augmentation of one training step, as ``ECRL.forward`` and ``Objective`` take it:
+    ``video`` [B, N, D], the transformed ``start``/``end``, ``tau`` (each clip's original
+    position), ``splice``/``dropped`` (the self-refine module's indicator channels) and
+    ``fg_rows`` (the moved foreground's clips). Its randomness is a pure function of (seed, rank,
+    step), so a resumed run draws the same augmentations without saving any state."""
+    rng = np.random.default_rng([seed, rank, step])
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + rank * 7919 + step)
+    cfg = AugConfig(**(aug_cfg.to_dict() if hasattr(aug_cfg, "to_dict") else dict(aug_cfg)))
+    video, start, end, plan = augment(batch, cfg, rng, gen)
+    dev = video.device
+    idx = np.arange(batch["video_mask"].shape[1])[None, :]
+    fg_rows = (idx >= plan.fg[:, :1]) & (idx <= plan.fg[:, 1:])
+    return {"video": video, "start": start, "end": end,
+            "tau": torch.as_tensor(plan.tau, dtype=torch.float32, device=dev),
+            "splice": torch.as_tensor(plan.splice, device=dev), "dropped": torch.as_tensor(plan.dropped, device=dev),
+            "fg_rows": torch.as_tensor(fg_rows, device=dev)}

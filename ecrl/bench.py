@@ -1,7 +1,8 @@
 """ECRL speed/memory benchmark (``make bench-ecrl``).
 
-For each shape (Charades: 64 clips, batch 32, I3D 1024-d; ActivityNet: 200 clips, batch 32,
-C3D 500-d) with the paper-scale model (configs/charades_i3d.yaml widths: d=512, 2+2 layers):
+For each shape (common.tsg.bench.SHAPES: Charades 64 clips, batch 32, I3D 1024-d; ActivityNet
+200 clips, batch 32, C3D 500-d; TACoS 200 clips, C3D 4096-d) with the paper-scale model (the
+DEFAULTS of ecrl/config.py: d=512, 2+2 layers):
 
 * training samples/s of the full ECRL step (augmentation + self-refine + both videos through
   the shared network + SSCL + backward + AdamW step);
@@ -10,50 +11,26 @@ C3D 500-d) with the paper-scale model (configs/charades_i3d.yaml widths: d=512, 
 * inference queries/s (forward + top-5 decoding), peak memory;
 * a torch.profiler table of the top ops of one training step (why the fraction is what it is).
 
-    python ecrl/bench.py [--device cuda] [--amp] [--shapes charades activitynet] [--iters 5]
+    python -m ecrl.bench [--device cuda] [--amp] [--shapes charades activitynet tacos] [--iters 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if __package__ in (None, ""):
-    sys.path.insert(0, str(HERE.parent))
+from common.bench import count_flops, cpu_seconds, matmul_peak, peak_memory_bytes, reset_peak_memory, time_fn, write_bench
+from common.config import load_config
+from common.runtime import amp_dtype, autocast, resolve_device, seed_everything
+from common.tsg.bench import SHAPES, fake_batch
+from ecrl.augment import augment_step
+from ecrl.config import DEFAULTS
+from ecrl.losses import Objective
+from ecrl.model import build_model, decode
 
-from common.bench import (  # noqa: E402
-    count_flops,
-    cpu_seconds,
-    matmul_peak,
-    peak_memory_bytes,
-    reset_peak_memory,
-    time_fn,
-    write_bench,
-)
-from common.config import load_config  # noqa: E402
-from common.runtime import amp_dtype, autocast, resolve_device, seed_everything  # noqa: E402
-from ecrl.model import decode  # noqa: E402
-from ecrl.train import DEFAULTS, aug_inputs, build_model, loss_kwargs  # noqa: E402
-
-SHAPES = {"charades": {"clips": 64, "batch": 32, "feat": 1024, "vocab": 1289},
-          "activitynet": {"clips": 200, "batch": 32, "feat": 500, "vocab": 15406}}
-
-
-def fake_batch(shape: dict, words: int, device: torch.device, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    b, n = shape["batch"], shape["clips"]
-    s = torch.rand(b, generator=g) * 0.7
-    e = (s + 0.1 + torch.rand(b, generator=g) * 0.2).clamp(max=1.0)
-    wm = torch.arange(words)[None, :] < torch.randint(6, words + 1, (b, 1), generator=g)
-    batch = {"video": torch.randn(b, n, shape["feat"], generator=g), "video_mask": torch.ones(b, n, dtype=torch.bool),
-             "words": torch.randint(2, shape["vocab"], (b, words), generator=g) * wm, "word_mask": wm,
-             "start": s, "end": e}
-    return {k: v.to(device) for k, v in batch.items()}
+BENCH_SHAPES = ("charades", "activitynet")
 
 
 def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
@@ -61,15 +38,16 @@ def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, prof
     model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    batch = fake_batch(shape, cfg.data.max_words, device)
-    kw = loss_kwargs(cfg)
+    batch = fake_batch(shape, device)
+    objective = Objective(cfg.ecrl)
     step_no = [0]
 
     def train_step():
-        aug = aug_inputs(batch, cfg, 0, 0, step_no[0])
+        aug = augment_step(batch, cfg.ecrl.aug, 0, 0, step_no[0])
+        gen = torch.Generator().manual_seed(step_no[0])
         step_no[0] += 1
         with autocast(device, amp):
-            loss = model(batch, aug, **kw)["loss"]
+            loss = objective(model(batch, aug, generator=gen), batch, aug)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -107,14 +85,15 @@ def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, prof
     return rec
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: on for CUDA, off for CPU)")
-    ap.add_argument("--config", default=str(HERE / "configs" / "charades_i3d.yaml"), help="model widths")
-    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    ap.add_argument("--anet-clips", type=int, default=None, help="default 200 on CUDA, 128 on CPU")
+    ap.add_argument("--config", default=None, help="a config whose model widths to use (default: DEFAULTS, the paper scale)")
+    ap.add_argument("--shapes", nargs="+", default=list(BENCH_SHAPES), choices=list(SHAPES))
+    ap.add_argument("--cpu-clips", type=int, default=128,
+                    help="on CPU, 200-clip shapes (ActivityNet, TACoS) run at this many clips to stay short")
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--no-profile", dest="profile", action="store_false")
     ap.add_argument("--runs-root", default=None)
@@ -134,8 +113,8 @@ def main(argv=None) -> dict:
           f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second ({dtype})")
     for name in a.shapes:
         shape = dict(SHAPES[name])
-        if name == "activitynet":
-            shape["clips"] = a.anet_clips or (200 if device.type == "cuda" else 128)
+        if device.type == "cpu" and shape["clips"] > a.cpu_clips:
+            shape["clips"] = a.cpu_clips
         t0 = time.perf_counter()
         r = bench_shape(name, shape, cfg, device, amp, a.iters, a.profile and name == a.shapes[0])
         r["fraction_of_matmul_peak"] = r["train_flops_per_s"] / peak
@@ -153,8 +132,9 @@ def main(argv=None) -> dict:
             print(r["profile_top_ops"])
     path = write_bench("ecrl", rec, a.runs_root)
     print(f"written {path}")
-    return rec
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
+

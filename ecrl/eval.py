@@ -1,108 +1,174 @@
-"""Evaluate a trained ECRL checkpoint on the test split; writes ``results.json`` (with the
-``prior`` and ``random`` reference baselines) and ``predictions.jsonl`` into the run directory.
+"""Evaluate a trained ECRL run on the test split. The config and the seed come from the run's
+checkpoint, the weights through common.checkpoint; ``--set`` here changes (and records) only
+what eval may change (``eval.*``). Writes into the run directory (or ``--out``):
 
-    python ecrl/eval.py                          # latest run of configs/synthetic.yaml, --seed 0
-    python ecrl/eval.py --run-dir runs/ecrl/synthetic/<stamp>-s0
-    python ecrl/eval.py --checkpoint path/to/last.pt --data-root /data/tsg
+* ``results.json``: the metrics, the reference baselines (``baselines``) and, when the dataset
+  names test subsets (``meta.json`` ``test_subsets``), the metrics per subset (``subsets``);
+* ``predictions.jsonl``: the ranked moments per query (``python -m common.tsg.evaluate`` re-scores it);
+* ``figures/predictions.png``: predicted vs ground-truth moments with the clip scores for a few
+  test queries.
+
+    python -m ecrl.eval                                  # latest run of configs/synthetic.yaml, --seed 0
+    python -m ecrl.eval --run-dir runs/ecrl/synthetic/<stamp>-s0
+    python -m ecrl.eval --checkpoint path/to/last.pt --data-root /data/tsg --set eval.nms=0.45
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-if __package__ in (None, ""):
-    sys.path.insert(0, str(HERE.parent))
-
-from common.checkpoint import safe_load  # noqa: E402
-from common.cli import base_parser, config_name  # noqa: E402
-from common.config import Config  # noqa: E402
-from common.data import build_loader  # noqa: E402
-from common.log import progress, setup_logging  # noqa: E402
-from common.results import write_results  # noqa: E402
-from common.run import latest_checkpoint  # noqa: E402
-from common.runtime import autocast, resolve_device, seed_everything  # noqa: E402
-from common.tsg import Vocab, collate_tsg, evaluate, reference_baselines  # noqa: E402
-from ecrl.data import load_data  # noqa: E402
-from ecrl.model import decode  # noqa: E402
-from ecrl.train import build_model, to_device  # noqa: E402
+from common.checkpoint import load_model_weights, safe_load
+from common.cli import base_parser, config_name
+from common.config import Config, ConfigError, apply_overrides
+from common.data import REPO_ROOT, build_loader
+from common.log import progress, setup_logging
+from common.results import write_results
+from common.run import latest_checkpoint
+from common.runtime import autocast, resolve_device, seed_everything
+from common.tsg import Vocab, collate_tsg, evaluate, prior_predictions, random_predictions
+from common.tsg.dataset import to_device
+from common.tsg.decode import to_seconds
+from common.tsg.evaluate import evaluate_subsets, write_predictions
+from ecrl.data import load_data
+from ecrl.model import build_model, decode
 
 
 @torch.no_grad()
-def predict(net, dataset, cfg, device, amp: bool = False, batch_size: int | None = None,
-            show_progress: bool = True) -> list[np.ndarray]:
-    """Ranked top-k moments in seconds, one [k, 2] array per query in dataset order (= query_id)."""
+def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = True) -> list[np.ndarray]:
+    """Ranked top-k moments in seconds, one [<= k, 2] array per query, in dataset order."""
     net.eval()
-    loader = build_loader(dataset, batch_size or cfg.eval.batch_size, shuffle=False, seed=0,
-                          collate_fn=collate_tsg)
+    loader = build_loader(dataset, cfg.eval.batch_size, shuffle=False, seed=0, collate_fn=collate_tsg)
     preds: list[np.ndarray] = []
-    it = progress(loader, 0, desc="eval") if show_progress else loader
-    for batch in it:
+    for batch in (progress(loader, 0, desc="eval") if show_progress else loader):
         batch = to_device(batch, device)
         with autocast(device, amp):
             out = net(batch["video"], batch["video_mask"], batch["words"], batch["word_mask"])
         fr = decode(out, batch["video_mask"], k=cfg.eval.k, nms=cfg.eval.nms, max_len_frac=cfg.eval.max_len_frac,
                     inside_weight=cfg.eval.inside_weight)
-        dur = batch["duration"].cpu().numpy()
-        preds.extend(f * d for f, d in zip(fr, dur))
+        preds.extend(to_seconds(fr, batch["duration"]))
     return preds
 
 
+# DEVIATION: the last checkpoint is evaluated (no model selection on a validation split: the
+# Charades-STA and TACoS configs here have none); papers of this line report their best epoch.
 def find_checkpoint(args) -> Path:
-    if getattr(args, "checkpoint", None):
+    """``--checkpoint``, else ``--run-dir``'s, else the latest run of ``--config`` and ``--seed``."""
+    if args.checkpoint:
         return Path(args.checkpoint)
     if args.run_dir:
         return Path(args.run_dir) / "checkpoints" / "last.pt"
     ck = latest_checkpoint("ecrl", config_name(args), args.seed, args.runs_root)
     if ck is None:
         raise FileNotFoundError(f"no checkpoint of ecrl/{config_name(args)} seed {args.seed}: train first "
-                                f"(python ecrl/train.py --config {args.config} --seed {args.seed})")
+                                f"(python -m ecrl.train --config {args.config} --seed {args.seed})")
     return ck
 
 
-def main(argv=None) -> dict:
-    p = base_parser(__doc__, HERE / "configs" / "synthetic.yaml")
+@torch.no_grad()
+def plot_queries(path: Path, net, dataset, preds: list[np.ndarray], idx: list[int], device) -> Path:
+    """One panel per test query: the inside probability (left axis) and the start / end
+    distributions (right axis) per clip over time, the ground-truth moment (shaded) and the top-1
+    prediction (bar), with the sentence and the top-1 IoU."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    net.eval()
+    batch = to_device(collate_tsg([dataset[i] for i in idx]), device)
+    out = net(batch["video"], batch["video_mask"], batch["words"], batch["word_mask"])
+    fig, axes = plt.subplots(len(idx), 1, figsize=(9, 1.9 * len(idx)), squeeze=False)
+    for row, (ax, i) in enumerate(zip(axes[:, 0], idx)):
+        q = dataset.queries[i]
+        n = int(batch["video_mask"][row].sum())
+        t = (np.arange(n) + 0.5) / n * q.duration
+        ps = torch.softmax(out["start"][row, :n].float(), -1).cpu().numpy()
+        pe = torch.softmax(out["end"][row, :n].float(), -1).cpu().numpy()
+        pi = torch.sigmoid(out["inside"][row, :n].float()).cpu().numpy()
+        ax.axvspan(q.start, q.end, color="tab:green", alpha=0.18, label="ground truth")
+        ax.plot(t, pi, color="tab:gray", lw=1.2, label="inside (left axis)")
+        s, e = preds[i][0]
+        iou = max(0.0, min(e, q.end) - max(s, q.start)) / (max(e, q.end) - min(s, q.start))
+        ax.hlines(1.08, s, e, color="k", lw=4, label="top-1 prediction")
+        ax.set_xlim(0, q.duration)
+        ax.set_ylim(0, 1.18)
+        ax2 = ax.twinx()  # the boundary distributions sum to 1 over the clips: their own scale
+        ax2.plot(t, ps, color="tab:blue", lw=1.2, label="p(start) (right axis)")
+        ax2.plot(t, pe, color="tab:red", lw=1.2, label="p(end) (right axis)")
+        ax2.set_ylim(0, 1.18 * max(ps.max(), pe.max(), 1e-6))
+        ax2.tick_params(labelsize=7)
+        ax.set_title(f"query {q.query_id} ({q.vid}): \"{q.sentence[:80]}\"  IoU {iou:.2f}", fontsize=8, loc="left")
+        if row == 0:
+            handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+            fig.legend(handles=handles, fontsize=6, ncol=5, loc="upper right")
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(idx)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    p = base_parser(__doc__, REPO_ROOT / "ecrl" / "configs" / "synthetic.yaml")
     p.add_argument("--checkpoint", default=None, help="a checkpoints/last.pt (default: latest run of the config)")
+    p.add_argument("--out", default=None, help="write here instead of the run directory")
     args = p.parse_args(argv)
     ck = find_checkpoint(args)
-    run_dir = ck.parent.parent
+    out_dir = Path(args.out) if args.out else ck.parent.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
     log = setup_logging("ecrl.eval", None)
     state = safe_load(ck)
     cfg = Config.wrap(state["config"])
+    bad = [o for o in args.overrides if not o.startswith("eval.")]
+    if bad:
+        raise ConfigError(f"eval may only change eval.* keys (the rest is the trained run's): {bad}")
+    cfg = Config.wrap(apply_overrides(cfg.to_dict(), args.overrides))
+    extra = state.get("extra") or {}
+    seed = int(extra.get("seed", args.seed))
     device = resolve_device(args.device)
-    seed_everything(args.seed)
+    seed_everything(seed)
     t0 = time.perf_counter()
-    vocab_path = run_dir / "vocab.json"
-    vocab = Vocab.load(vocab_path) if vocab_path.is_file() else None
-    data = load_data(cfg, args.data_root, vocab=vocab, need_train_set=False)
+    vocab_path = ck.parent.parent / "vocab.json"
+    data = load_data(cfg, args.data_root, seed=seed, vocab=Vocab.load(vocab_path) if vocab_path.is_file() else None,
+                     need_train_set=False, need_embeddings=False)
     model = build_model(cfg, len(data.vocab), data.features.dim).to(device)
-    model.load_state_dict(state["model"])
+    load_model_weights(ck, model, map_location=device)
     preds = predict(model.net, data.test_set, cfg, device, args.amp)
     gts = np.array([[q.start, q.end] for q in data.test.queries])
+    qids = [q.query_id for q in data.test.queries]
     metrics = evaluate(preds, gts)
-    baselines = reference_baselines(data.train, data.test, seed=args.seed)
+    # the reference baselines (common.tsg.baselines), fitted on the same training queries
+    base_preds = {"random": random_predictions(data.test, 5, seed), "prior": prior_predictions(data.train, data.test, 5)}
+    baselines = {b: evaluate(bp, gts) for b, bp in base_preds.items()}
+    subsets = evaluate_subsets(preds, gts, data.subsets, query_ids=qids, baselines=base_preds) if data.subsets else None
     wall = time.perf_counter() - t0
-    with open(run_dir / "predictions.jsonl", "w") as f:
-        for q, pr in zip(data.test.queries, preds):
-            f.write(json.dumps({"query_id": q.query_id, "pred": np.round(pr, 4).tolist()}) + "\n")
-    extra = state.get("extra") or {}
-    train_seed = int(extra.get("seed", args.seed))
-    cname = extra.get("config_name", config_name(args))
-    write_results(run_dir, project="ecrl", config=cname, dataset=cfg.data.dataset, split="test", seed=train_seed,
-                  metrics=metrics, wall_time_s=wall, baselines=baselines, checkpoint=str(ck),
-                  epoch=int(state["epoch"]), num_queries=len(preds),
-                  ablation={"augment": cfg.ecrl.augment, "refine": cfg.ecrl.refine, "w_sscl": cfg.ecrl.w_sscl})
-    log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), run_dir)
+    write_predictions(out_dir / "predictions.jsonl", qids, preds)
+    n_fig = min(cfg.eval.figures, len(preds))
+    if n_fig > 0:
+        idx = np.linspace(0, len(preds) - 1, n_fig).round().astype(int).tolist()
+        plot_queries(out_dir / "figures" / "predictions.png", model.net, data.test_set, preds, idx, device)
+    extra_fields = {"subsets": subsets} if subsets else {}
+    write_results(out_dir, project="ecrl", config=extra.get("config_name", config_name(args)),
+                  dataset=cfg.data.dataset, split="test", seed=seed, metrics=metrics, wall_time_s=wall,
+                  baselines=baselines, checkpoint=str(ck), epoch=int(state["epoch"]), num_queries=len(preds),
+                  eval_overrides=list(args.overrides), train_fraction=cfg.data.train_fraction,
+                  ablation={"augment": cfg.ecrl.augment, "refine": cfg.ecrl.refine, "w_sscl": cfg.ecrl.w_sscl,
+                            "relocate": cfg.ecrl.aug.relocate}, **extra_fields)
+    log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), out_dir)
     for b, m in baselines.items():
         log.info("baseline %s: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()), b)
-    return {"metrics": metrics, "baselines": baselines, "run_dir": str(run_dir)}
+    for s, e in (subsets or {}).items():
+        m = e["metrics"]
+        log.info("subset %s (%d queries): R1@0.5=%.2f R1@0.7=%.2f mIoU=%.2f", s, e["n"], m["R1@0.5"], m["R1@0.7"],
+                 m["mIoU"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,19 +1,19 @@
-"""The ECRL grounding network: query encoder, video encoder, cross-modal interaction and the
-shared grounding head (start / end / inside scores per clip), plus top-K decoding.
+"""The ECRL grounding network (query encoder, video encoder, cross-modal interaction, the shared
+grounding head: start / end / inside scores per clip), the training module that runs it on the
+original and the augmented (self-refined) video, ``build_model`` and ``decode``. The objective
+is in ``ecrl/losses.py``.
 
 Shapes: B batch, N clips, L words, D clip-feature dim, d model width.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from common.tsg.evaluate import nms_topk
+from common.tsg.decode import decode_boundaries
+from ecrl.refine import SelfRefine
 
 
 def sinusoid(n: int, d: int, device=None) -> torch.Tensor:
@@ -33,13 +33,12 @@ def _encoder(d: int, heads: int, layers: int, dropout: float) -> nn.TransformerE
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+# RECONSTRUCTED: the abstract does not name the query encoder; the group's released code (IA-Net)
+# uses a BiGRU over GloVe. A transformer layer is used here: as accurate at this scale, and large
+# matmuls (the bench's FLOP fraction).
 class QueryEncoder(nn.Module):
     """GloVe word vectors (frozen by default) -> Linear -> transformer layers; returns word states
-    [B, L, d] and a masked-mean sentence vector [B, d].
-
-    RECONSTRUCTED: the abstract does not name the query encoder; the group's released code uses a
-    BiGRU over GloVe. A transformer layer is used here because it is as accurate at this scale and
-    turns into large matmuls (the bench's FLOP fraction)."""
+    [B, L, d] and a masked-mean sentence vector [B, d]."""
 
     def __init__(self, vocab_size: int, word_dim: int, d: int, heads: int, layers: int, dropout: float,
                  embeddings: np.ndarray | torch.Tensor | None = None, freeze: bool = True):
@@ -80,13 +79,12 @@ class VideoEncoder(nn.Module):
         return self.enc(x, src_key_padding_mask=~video_mask)
 
 
+# RECONSTRUCTED: the abstract says only "cross-modal interaction"; this is the co-attention +
+# fusion + self-attention design common to the group's IA-Net/CSMGAN line.
 class CrossModal(nn.Module):
     """Cross-modal interaction: each clip attends over the words (multi-head cross-attention), the
     clip state, the attended query and their product are fused, gated by the sentence vector, and
-    a transformer stack reasons over the fused, query-related sequence.
-
-    RECONSTRUCTED: the abstract says only "cross-modal interaction"; this is the common
-    co-attention + fusion + self-attention design of the group's IA-Net/CSMGAN line."""
+    a transformer stack reasons over the fused, query-related sequence."""
 
     def __init__(self, d: int, heads: int, layers: int, dropout: float):
         super().__init__()
@@ -102,11 +100,10 @@ class CrossModal(nn.Module):
         return self.norm(self.enc(h, src_key_padding_mask=~video_mask))
 
 
+# RECONSTRUCTED: the abstract says "shared grounding head" without its type; a proposal-free
+# start/end (+ inside) head keeps the transform bookkeeping exact (labels are clip positions).
 class GroundingHead(nn.Module):
-    """Shared boundary head: per clip a start logit, an end logit and an inside (foreground) logit.
-
-    RECONSTRUCTED: the abstract says "shared grounding head" without its type; a proposal-free
-    start/end (+ inside) head keeps the transform bookkeeping exact (labels are clip positions)."""
+    """Shared boundary head: per clip a start logit, an end logit and an inside (foreground) logit."""
 
     def __init__(self, d: int, dropout: float):
         super().__init__()
@@ -146,86 +143,62 @@ class ECRLNet(nn.Module):
 
 # --------------------------------------------------------------------------- decoding
 
-def span_scores(start_logits: torch.Tensor, end_logits: torch.Tensor, inside_logits: torch.Tensor | None = None,
-                max_len: int | None = None, inside_weight: float = 0.0) -> torch.Tensor:
-    """Log-score of every span (i, j), i <= j (< i + max_len): log p_s(i) + log p_e(j)
-    (+ inside_weight * mean log sigmoid(inside) over the span). Invalid spans are -inf. [B, N, N]"""
-    ls = F.log_softmax(start_logits.float(), -1)
-    le = F.log_softmax(end_logits.float(), -1)
-    sc = ls.unsqueeze(2) + le.unsqueeze(1)
-    n = sc.shape[-1]
-    idx = torch.arange(n, device=sc.device)
-    valid = idx[None, :] >= idx[:, None]
-    if max_len is not None:
-        valid &= (idx[None, :] - idx[:, None]) < max_len
-    if inside_logits is not None and inside_weight > 0:
-        lp = F.logsigmoid(inside_logits.float())
-        cs = torch.cat([lp.new_zeros(lp.shape[0], 1), lp.cumsum(-1)], -1)
-        length = (idx[None, :] - idx[:, None] + 1).clamp_min(1).to(lp.dtype)
-        mean_in = (cs[:, None, 1:] - cs[:, :-1, None]) / length
-        sc = sc + inside_weight * mean_in
-    return sc.masked_fill(~valid, float("-inf"))
-
-
 def decode(out: dict[str, torch.Tensor], video_mask: torch.Tensor, k: int = 5, nms: float = 0.5,
-           max_len_frac: float = 1.0, inside_weight: float = 1.0, pool: int = 100) -> list[np.ndarray]:
-    """Top-k spans per query as fractions of the video's valid clips, [k, 2] in [0, 1].
-    Clip i covers [i/n, (i+1)/n] of the n valid clips, so span (i, j) -> [i/n, (j+1)/n]."""
-    n_valid = video_mask.sum(-1)
-    n = video_mask.shape[1]
-    max_len = max(1, int(math.ceil(max_len_frac * n)))
-    sc = span_scores(out["start"].detach(), out["end"].detach(), out["inside"].detach(), max_len, inside_weight)
-    b = sc.shape[0]
-    flat = sc.reshape(b, -1)
-    top = torch.topk(flat, min(pool, flat.shape[1]), dim=-1)
-    vals = top.values.cpu().numpy()
-    idx = top.indices.cpu().numpy()
-    nv = n_valid.cpu().numpy().astype(np.float64)[:, None]
-    spans = np.stack([(idx // n) / nv, (idx % n + 1) / nv], -1).clip(0.0, 1.0)  # ranked [B, pool, 2]
-    kept, valid = nms_topk(spans, np.isfinite(vals), nms, keep=k)  # the workspace evaluator's greedy NMS
-    return [kept[q][valid[q]] for q in range(b)]
+           max_len_frac: float = 1.0, inside_weight: float = 1.0) -> list[np.ndarray]:
+    """Top-k moments per query as fractions of the video, [<= k, 2] best first: span score
+    log p_s(i) + log p_e(j) + inside_weight * mean log sigmoid(inside), then NMS
+    (``common.tsg.decode.decode_boundaries``)."""
+    return decode_boundaries(out["start"], out["end"], video_mask, inside_logits=out["inside"],
+                             inside_weight=inside_weight, k=k, nms=nms, max_len_frac=max_len_frac)
 
 
-# --------------------------------------------------------------------------- the full training module
+# --------------------------------------------------------------------------- the training module
 
 class ECRL(nn.Module):
-    """The grounding network plus (optionally) the self-refine module, with the whole ECRL
-    objective in ``forward`` so that one DDP forward covers both videos:
+    """The shared grounding network plus (optionally) the self-refine module. One ``forward``
+    covers both videos (one DDP forward) and returns every output the objective needs
+    (``ecrl.losses.Objective``):
 
-        L = L_ground(original) + w_aug * L_ground(augmented, transformed labels)
-            + w_sscl * SSCL(original, augmented) + w_refine * L_refine
+    * ``orig``: the network's outputs on the original video (start/end/inside logits, ``hidden``);
+    * ``aug``: the same network's outputs on the augmented video (after self-refine), when
+      ``aug`` (``ecrl.augment.augment_step``) is given;
+    * ``refined``: the refined augmented video [B, N, D]; ``inpainted`` and ``inpaint_drop``: the
+      clean video with clips dropped at random (``refine_p_drop``, drawn from ``generator``) and
+      restored by the module, for the completeness term.
 
-    ``aug`` is ``None`` for the plain grounding model (the "without augmentation + SSCL" ablation)."""
+    ``aug=None`` is the plain grounding model (the "no augmentation, no SSCL" ablation)."""
 
-    def __init__(self, net: ECRLNet, refine: nn.Module | None = None):
+    def __init__(self, net: ECRLNet, refine: SelfRefine | None = None, refine_p_drop: float = 0.15):
         super().__init__()
         self.net = net
         self.refine = refine
+        self.refine_p_drop = refine_p_drop
 
-    def forward(self, batch: dict, aug: dict | None = None, *, weights: dict, label_sigma: float = 1.0,
-                sscl_sigma: float = 0.05, sscl_kappa: float = 0.1, sscl_foreground_only: bool = False,
-                refine_p_drop: float = 0.15, refine_smooth: float = 0.1,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        from ecrl.losses import grounding_loss, sscl_loss
-        from ecrl.refine import refine_loss
+    def forward(self, batch: dict, aug: dict | None = None,
+                generator: torch.Generator | None = None) -> dict[str, dict | torch.Tensor]:
+        vm, words, wm = batch["video_mask"], batch["words"], batch["word_mask"]
+        res: dict = {"orig": self.net(batch["video"], vm, words, wm)}
+        if aug is None:
+            return res
+        xa = aug["video"]
+        if self.refine is not None:
+            xa = self.refine(xa, vm, aug["splice"], aug["dropped"])
+            drop = (torch.rand(vm.shape, generator=generator) < self.refine_p_drop).to(vm.device) & vm
+            clean = batch["video"].masked_fill(drop.unsqueeze(-1), 0.0)
+            res["refined"] = xa
+            res["inpainted"] = self.refine(clean, vm, torch.zeros_like(drop), drop)
+            res["inpaint_drop"] = drop
+        res["aug"] = self.net(xa, vm, words, wm)
+        return res
 
-        vm, wm = batch["video_mask"], batch["word_mask"]
-        out = self.net(batch["video"], vm, batch["words"], wm)
-        parts = {"ground": grounding_loss(out, batch["start"], batch["end"], vm, label_sigma, weights["inside"])}
-        if aug is not None:
-            xa = aug["video"]
-            if self.refine is not None:
-                xa = self.refine(xa, vm, aug["splice"], aug["dropped"])
-                parts["refine"] = refine_loss(self.refine, batch["video"], xa, vm, vm, aug["splice"],
-                                              refine_p_drop, refine_smooth, generator)
-            out_a = self.net(xa, vm, batch["words"], wm)
-            parts["ground_aug"] = grounding_loss(out_a, aug["start"], aug["end"], vm, label_sigma, weights["inside"])
-            if weights["sscl"] > 0:
-                rows = aug["fg_rows"] if sscl_foreground_only else None
-                parts["sscl"] = sscl_loss(out["hidden"], vm, out_a["hidden"], aug["tau"], sscl_sigma, sscl_kappa, rows)
-        total = parts["ground"]
-        for k, wk in (("ground_aug", "aug"), ("sscl", "sscl"), ("refine", "refine")):
-            if k in parts:
-                total = total + weights[wk] * parts[k]
-        parts["loss"] = total
-        return parts
+
+def build_model(cfg, vocab_size: int, feat_dim: int, embeddings=None) -> ECRL:
+    """ECRL from a config (``ecrl/config.py``): the network, and the self-refine module when both
+    ``ecrl.augment`` and ``ecrl.refine`` are on (it works on augmented videos only)."""
+    m, e = cfg.model, cfg.ecrl
+    net = ECRLNet(vocab_size=vocab_size, word_dim=m.word_dim, feat_dim=feat_dim, d=m.d, heads=m.heads,
+                  query_layers=m.query_layers, video_layers=m.video_layers, fusion_layers=m.fusion_layers,
+                  dropout=m.dropout, max_clips=max(m.max_clips, cfg.data.num_clips), embeddings=embeddings,
+                  freeze_words=m.freeze_words)
+    refine = SelfRefine(feat_dim, e.refine_hidden) if (e.augment and e.refine) else None
+    return ECRL(net, refine, e.refine_p_drop)

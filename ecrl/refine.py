@@ -6,16 +6,15 @@ the features, two indicator channels (splice point, dropped clip):
 
     x_refined = x + sigmoid(g) * delta,   [delta, g] = Conv1d-stack([Linear(x), splice, dropped])
 
-Objective (trained jointly, ``refine_loss``):
+Its objective (``ecrl/losses.py``: ``refine_loss``, trained jointly with the grounding):
 * completeness: on the *original* video (whose clean features are known) clips are dropped at
   random and the module must inpaint them: MSE on the dropped clips (+ a small identity term on
   the kept ones so clean clips pass through);
 * smoothness: on the augmented video, the squared step ||x_{j+1} - x_j||^2 across splice points,
   relative to the feature scale.
 
-RECONSTRUCTED: the abstract says only that a self-refine module "improves completeness and
-smoothness" of the augmented video; the architecture and both loss terms are this
-reconstruction's choice (research note tsg_supervised.md §4.2 item 2).
+The abstract says only that a self-refine module "improves completeness and smoothness" of the
+augmented video.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ import torch
 from torch import nn
 
 
+# RECONSTRUCTED: the architecture (gated residual 1-D convolutions in a bottleneck, with splice and
+# dropped-clip indicator channels) is this reconstruction's choice.
 class SelfRefine(nn.Module):
     def __init__(self, feat_dim: int, hidden: int = 128, kernel: int = 5, layers: int = 2):
         super().__init__()
@@ -47,37 +48,4 @@ class SelfRefine(nn.Module):
         return (x + torch.sigmoid(self.gate(h)) * self.delta(h)) * m
 
 
-def inpaint_loss(refine: SelfRefine, video: torch.Tensor, video_mask: torch.Tensor, p_drop: float,
-                 generator: torch.Generator | None = None, keep_weight: float = 0.1) -> torch.Tensor:
-    """Completeness: drop clips of the clean video, inpaint them, MSE against the clean features."""
-    drop = (torch.rand(video_mask.shape, generator=generator) < p_drop).to(video.device) & video_mask
-    x = video.masked_fill(drop.unsqueeze(-1), 0.0)
-    out = refine(x, video_mask, torch.zeros_like(drop), drop)
-    err = (out.float() - video.float().detach()).pow(2).mean(-1)
-    keep = video_mask & ~drop
-    l_drop = (err * drop).sum() / drop.sum().clamp_min(1)
-    l_keep = (err * keep).sum() / keep.sum().clamp_min(1)
-    return l_drop + keep_weight * l_keep
-
-
-def smoothness_loss(x: torch.Tensor, video_mask: torch.Tensor, splice: torch.Tensor) -> torch.Tensor:
-    """Smoothness: mean squared step across splice points, divided by the mean squared step
-    between ordinary neighbours of the same videos (scale-free; 0 without splice points)."""
-    step = (x[:, 1:] - x[:, :-1]).float().pow(2).mean(-1)
-    pair_valid = video_mask[:, 1:] & video_mask[:, :-1]
-    at_splice = splice[:, 1:] & splice[:, :-1] & pair_valid
-    ordinary = pair_valid & ~at_splice
-    if not at_splice.any():
-        return x.new_zeros(())
-    scale = ((step * ordinary).sum() / ordinary.sum().clamp_min(1)).detach().clamp_min(1e-6)
-    return (step * at_splice).sum() / at_splice.sum() / scale
-
-
-def refine_loss(refine: SelfRefine, clean: torch.Tensor, refined_aug: torch.Tensor, video_mask: torch.Tensor,
-                aug_mask: torch.Tensor, splice: torch.Tensor, p_drop: float = 0.15, smooth_weight: float = 0.1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    return inpaint_loss(refine, clean, video_mask, p_drop, generator) + \
-        smooth_weight * smoothness_loss(refined_aug, aug_mask, splice)
-
-
-__all__ = ["SelfRefine", "inpaint_loss", "smoothness_loss", "refine_loss"]
+__all__ = ["SelfRefine"]

@@ -3,6 +3,9 @@
 count), with 100 ranked proposals per query, with and without NMS; and TSGDataset loader
 throughput (samples/s) from the HDF5 features of the default synthetic set with 0 and 2
 DataLoader workers. Writes ``runs/tsg/bench/<time>.json`` via :func:`common.bench.write_bench`.
+
+For the projects' own benchmarks: :data:`SHAPES` (the real benchmarks' input shapes) and
+:func:`fake_batch` (a collated batch of that shape).
 """
 
 from __future__ import annotations
@@ -26,6 +29,33 @@ from common.tsg.records import read_annotations
 from common.tsg.text import Vocab
 
 ANET_VAL1 = REPO_ROOT.parent / "shared" / "data" / "tsg" / "activitynet_captions" / "val_1.json"
+
+# The real benchmarks' input shapes, for every TSG project's bench.py: clips per video and
+# feature dims of the standard features (FEATURE_DIMS), the usual batch, and the train-split
+# vocabulary (common.tsg.text tokenizer, + PAD/UNK) counted on the public annotation files.
+SHAPES = {
+    "charades": {"clips": 64, "batch": 32, "feat": 1024, "words": 20, "vocab": 1105},      # I3D
+    "activitynet": {"clips": 200, "batch": 32, "feat": 500, "words": 20, "vocab": 10554},  # C3D-PCA
+    "tacos": {"clips": 200, "batch": 32, "feat": 4096, "words": 20, "vocab": 1489},        # TALL C3D
+}
+
+
+def fake_batch(shape: dict, device: torch.device | str = "cpu", seed: int = 0) -> dict:
+    """A collated batch like :func:`common.tsg.dataset.collate_tsg`'s at ``shape`` (a
+    :data:`SHAPES` entry, keys ``clips batch feat words vocab``): Gaussian features, every clip
+    valid, 6..``words`` word ids per query, moments of 10-30 % of the video, 30 s videos; seeded."""
+    g = torch.Generator().manual_seed(seed)
+    b, n, lw = shape["batch"], shape["clips"], shape["words"]
+    s = torch.rand(b, generator=g) * 0.7
+    e = (s + 0.1 + torch.rand(b, generator=g) * 0.2).clamp(max=1.0)
+    wm = torch.arange(lw)[None, :] < torch.randint(min(6, lw), lw + 1, (b, 1), generator=g)
+    batch = {"video": torch.randn(b, n, shape["feat"], generator=g), "video_mask": torch.ones(b, n, dtype=torch.bool),
+             "words": torch.randint(2, shape["vocab"], (b, lw), generator=g) * wm, "word_mask": wm,
+             "start": s, "end": e, "glance": (s + e) / 2, "duration": torch.full((b,), 30.0),
+             "query_id": torch.arange(b)}
+    out = {k: v.to(device) for k, v in batch.items()}
+    out["vid"] = [f"FAKE{i:05d}" for i in range(b)]
+    return out
 
 
 def _timed(fn, repeats: int = 3) -> tuple[float, float]:

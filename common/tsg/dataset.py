@@ -80,3 +80,8 @@ def collate_tsg(items: list[dict]) -> dict:
     for k, v in items[0].items():
         out[k] = [it[k] for it in items] if isinstance(v, str) else torch.stack([it[k] for it in items])
     return out
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """Every tensor of a collated batch moved to ``device`` (``vid`` stays a list)."""
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +139,59 @@ def evaluate(preds: Sequence, gts, *, nms: float | None = None, strict: bool = F
             out[f"{r}@{t}"] = 100.0 * float(hit.mean())
     out["mIoU"] = 100.0 * float(top1.mean())
     return {m: out[m] for m in METRICS}
+
+
+def evaluate_subsets(preds: Sequence, gts, subsets: Mapping[str, Sequence[int]], *,
+                     query_ids: Sequence[int] | None = None, baselines: Mapping[str, Sequence] | None = None,
+                     **kw) -> dict[str, dict]:
+    """Metrics per named subset of the test queries, in ``results.json``'s ``subsets`` form:
+    ``{name: {"n": queries, "metrics": {...}, "baselines": {baseline: {...}}}}``.
+
+    ``subsets`` maps a name to query ids (a dataset's ``meta.json`` ``test_subsets``);
+    ``query_ids`` gives the id of each row of ``preds``/``gts`` (default: the row index, which is
+    the id when no record was skipped); ``baselines`` maps a baseline's name to its predictions
+    (same rows), scored on the same subsets. An id that is not among the rows is an error; an
+    empty subset is left out. ``kw`` (``nms``, ``strict``, ``durations``) goes to :func:`evaluate`."""
+    gts = np.asarray(gts, dtype=np.float64).reshape(-1, 2)
+    ids = np.arange(len(gts)) if query_ids is None else np.asarray(query_ids, dtype=np.int64)
+    for name, p in {"method": preds, **(baselines or {})}.items():
+        if len(p) != len(gts):
+            raise DataFormatError(f"{name}: {len(p)} prediction lists for {len(gts)} ground-truth queries")
+    if len(ids) != len(gts):
+        raise DataFormatError(f"{len(ids)} query ids for {len(gts)} ground-truth queries")
+    row = {int(q): i for i, q in enumerate(ids)}
+    durs = kw.pop("durations", None)
+    out = {}
+    for name, members in subsets.items():
+        members = [int(q) for q in members]
+        unknown = [q for q in members if q not in row]
+        if unknown:
+            raise DataFormatError(f"subset {name!r}: {len(unknown)} query id(s) not in the test set, e.g. {unknown[:10]}")
+        if not members:
+            continue
+        rows = [row[q] for q in members]
+        sub_kw = dict(kw, durations=None if durs is None else [durs[r] for r in rows])
+        score = lambda p: evaluate([p[r] for r in rows], gts[rows], **sub_kw)
+        out[name] = {"n": len(rows), "metrics": score(preds)}
+        if baselines:
+            out[name]["baselines"] = {b: score(p) for b, p in baselines.items()}
+    return out
+
+
+def write_predictions(path: str | Path, query_ids: Sequence[int], preds: Sequence, decimals: int = 4) -> Path:
+    """Ranked predictions as jsonl, one ``{"query_id": id, "pred": [[start_s, end_s], ...]}`` per
+    query (the format :func:`read_predictions` and ``python -m common.tsg.evaluate`` read), rounded
+    to ``decimals``; written atomically."""
+    if len(query_ids) != len(preds):
+        raise ValueError(f"{len(query_ids)} query ids for {len(preds)} prediction lists")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for qid, p in zip(query_ids, preds):
+            arr = np.round(np.asarray(p, dtype=np.float64).reshape(-1, 2), decimals)
+            f.write(json.dumps({"query_id": int(qid), "pred": arr.tolist()}) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def read_predictions(path: str | Path, query_ids: Sequence[int]) -> list[np.ndarray]:

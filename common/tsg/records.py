@@ -42,7 +42,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.data import DataFormatError, DatasetNotFoundError
@@ -79,6 +79,7 @@ class Annotations:
     format: str
     clipped: int
     skipped: int
+    problems: list[str] = field(default_factory=list)  # each skipped record's file, record and reason
 
     @property
     def videos(self) -> list[str]:
@@ -156,6 +157,7 @@ class _Builder:
         self.queries: list[Query] = []
         self.clipped = 0
         self.skipped = 0
+        self.problems: list[str] = []
         self.qid = 0
 
     def bad(self, where: str, reason: str) -> None:
@@ -163,6 +165,7 @@ class _Builder:
         if self.policy == "error":
             raise BadRecordError(msg + " (on_bad_record='skip' skips such records and counts them)")
         self.skipped += 1
+        self.problems.append(msg)
         log.warning("skipped bad record: %s", msg)
 
     def add(self, where: str, vid: str, duration: float, start: float, end: float, sentence: str,
@@ -201,7 +204,7 @@ class _Builder:
         if self.skipped:
             log.warning("%s: skipped %d bad record(s), clipped %d end time(s) to the video duration",
                         self.path, self.skipped, self.clipped)
-        return Annotations(self.queries, str(self.path), self.fmt, self.clipped, self.skipped)
+        return Annotations(self.queries, str(self.path), self.fmt, self.clipped, self.skipped, self.problems)
 
 
 def _read_charades(b: _Builder, durations) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from common.config import load_config
 from common.tsg import Vocab, read_annotations
-from ecrl.train import DEFAULTS
+from ecrl.config import DEFAULTS, RULES, validate
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -15,10 +15,21 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_with_schema(path):
     cfg = load_config(path, [], DEFAULTS)
+    validate(cfg)
     assert cfg.data.num_clips <= cfg.model.max_clips
     assert cfg.model.d % cfg.model.heads == 0
     if path.stem.startswith("claim_"):
-        assert cfg.data.subdir == "tsg_locshift"
+        from ecrl.claim import TESTBED
+
+        assert cfg.data.subdir == TESTBED["subdir"]
+
+
+def test_rules_reject_a_bad_choice():
+    from common.config import ConfigError
+
+    for key in RULES:
+        with pytest.raises(ConfigError, match=key.replace(".", "\\.")):
+            validate(load_config(None, [f"{key}=nonsense"], DEFAULTS))
 
 
 def test_real_configs_use_group_settings():
@@ -29,6 +40,7 @@ def test_real_configs_use_group_settings():
     assert ch.model.word_dim == an.model.word_dim == ta.model.word_dim == 300
     assert (ch.data.feature_dim, an.data.feature_dim, ta.data.feature_dim) == (1024, 500, 4096)
     assert ch.model.d == 512 and (ch.train.lr, an.train.lr, ta.train.lr) == (4e-4, 8e-4, 4e-4)
+    assert (ch.data.format, an.data.format, ta.data.format) == ("charades", "activitynet", "tacos")
 
 
 @pytest.mark.parametrize("name,folder", [("charades_i3d", "charades_sta"), ("activitynet_c3d", "activitynet_captions"),
@@ -43,3 +55,14 @@ def test_real_annotations_read_with_config_format(shared_dir, name, folder):
     vocab = Vocab.build([q.sentence for q in ann.queries], cfg.data.min_word_freq)
     ids = vocab.encode(ann.queries[0].sentence, cfg.data.max_words)
     assert 0 < len(ids) <= cfg.data.max_words and Vocab.UNK not in ids
+
+
+def test_claim_variants_are_valid_configs():
+    """Every claim variant's overrides name real keys and pass the rules (before a long run)."""
+    from ecrl.claim import VARIANTS
+
+    for name, v in VARIANTS.items():
+        cfg = load_config(CONFIGS[0].parent / f"{v.config}.yaml", list(v.overrides), DEFAULTS)
+        validate(cfg)
+        assert name.startswith("full") == (cfg.ecrl.augment and cfg.ecrl.w_sscl > 0 and cfg.ecrl.refine
+                                          and cfg.ecrl.aug.relocate), name

@@ -1,33 +1,46 @@
-"""End-to-end tests on a tiny embedded set: train + eval beats `random`, exact resume, 2-process
-DDP (gloo), NaN guard, and clear errors for missing data."""
+"""End to end on a tiny embedded set: train + eval beats the baselines and needs the sentence,
+eval writes results/predictions/figures, exact resume, 2-process DDP (gloo), NaN guard, and
+clear errors for bad data before anything is written."""
 
 import json
 import os
 import shutil
-import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from common.checkpoint import safe_load
+from common.config import ConfigError
 from common.data import DatasetNotFoundError
 from common.runtime import NonFiniteLossError
 from common.tsg import MissingVideoError
 from common.tsg.synthetic import generate
+from ecrl import data as ecrl_data
+from ecrl import eval as ecrl_eval
+from ecrl import train as ecrl_train
 
-# one event per video: the tiny test checks the pipeline learns (foreground detection), not language
-TINY = {"preset": "v1", "train_videos": 48, "test_videos": 32, "queries_per_video": 1, "distractors": 0, "noise": 0.5,
-        "feature_dim": 16, "glove_dim": 50, "loc_bias": 0.0}
+ROOT = Path(__file__).resolve().parents[2]
+# Two queried events per video, no shared concepts: a model that cannot read the sentence can at
+# best pick one of the two (R1@0.5 <= ~50 %; measured 42.5 with every word UNK, 69-76 with words).
+TINY = {"preset": "v1", "train_videos": 64, "test_videos": 40, "queries_per_video": 2, "distractors": 0, "hard_negative": 0.0,
+        "noise": 0.3, "feature_dim": 16, "glove_dim": 50, "loc_bias": 0.0, "zipf": 1.5}
 SETS = ["data.num_clips=16", "model.d=32", "model.heads=2", "ecrl.refine_hidden=16", "train.batch_size=8",
-        "train.warmup_steps=5", "train.lr=3e-3", "eval.batch_size=64"]
+        "train.warmup_steps=5", "train.lr=3e-3"]
+SUBSETS = {"first_ten": list(range(10)), "odd": list(range(1, 80, 2))}
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tsg")
-    generate(root / "tsg_synthetic", seed=3, **TINY)
+    out = generate(root / "tsg_synthetic", seed=3, **TINY)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["test_subsets"] = SUBSETS  # what the v2 generator writes; the numbers here are just ids
+    (out / "meta.json").write_text(json.dumps(meta))
     return root
 
 
@@ -39,107 +52,111 @@ def _args(root, run_dir, epochs, seed=0, extra=()):
     return a
 
 
-def test_train_eval_beats_random(tiny_root, tmp_path):
-    from ecrl import eval as ev
-    from ecrl import train as tr
+def _eval(root, run_dir, *extra):
+    assert ecrl_eval.main(["--data-root", str(root), "--run-dir", str(run_dir), "--device", "cpu", *extra]) == 0
+    return json.loads((Path(run_dir) / "results.json").read_text())
 
+
+def test_train_eval_beats_baselines_and_reads_the_sentence(tiny_root, tmp_path):
+    """The issue-9 end-to-end test: it fails when the model cannot read the sentence (every word
+    UNK: R1@0.5 42.5), because the world has two queried events per video."""
     run_dir = tmp_path / "run"
-    tr.main(_args(tiny_root, run_dir, epochs=6))
-    out = ev.main(["--data-root", str(tiny_root), "--run-dir", str(run_dir), "--device", "cpu"])
-    res = json.loads((run_dir / "results.json").read_text())
-    assert res["project"] == "ecrl" and res["dataset"] == "tsg_synthetic" and res["num_queries"] == 32
-    assert set(res["baselines"]) == {"prior", "random"}
-    m, rnd = out["metrics"], out["baselines"]["random"]
-    assert m["R1@0.5"] > rnd["R1@0.5"] + 10 and m["mIoU"] > rnd["mIoU"] + 5, (m, rnd)
+    assert ecrl_train.main(_args(tiny_root, run_dir, epochs=10)) == 0
+    res = _eval(tiny_root, run_dir)
+    m, base = res["metrics"], res["baselines"]
+    assert res["project"] == "ecrl" and res["dataset"] == "tsg_synthetic" and res["num_queries"] == 80
+    assert m["R1@0.5"] >= 60.0 and m["mIoU"] >= 50.0, m
+    for b in ("random", "prior"):
+        assert m["R1@0.5"] > base[b]["R1@0.5"] + 30 and m["mIoU"] > base[b]["mIoU"] + 20, (m, base)
+    # subsets (meta.json test_subsets) in results.json's long form, with the baselines on the same queries
+    assert set(res["subsets"]) == set(SUBSETS) and res["subsets"]["first_ten"]["n"] == 10
+    assert set(res["subsets"]["odd"]["baselines"]) == {"random", "prior"}
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == 32 and len(json.loads(lines[0])["pred"]) == 5
+    assert len(lines) == 80 and len(json.loads(lines[0])["pred"]) == 5
+    png = run_dir / "figures" / "predictions.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in metrics] == list(range(1, 7))
+    assert [r["epoch"] for r in metrics] == list(range(1, 11))
     assert all(k in metrics[0] for k in ("ground", "ground_aug", "sscl", "refine", "loss"))
+    # eval may change eval.* only, and records it
+    assert _eval(tiny_root, run_dir, "--set", "eval.nms=0.3", "--set", "eval.figures=0")["eval_overrides"] == [
+        "eval.nms=0.3", "eval.figures=0"]
+    with pytest.raises(ConfigError, match="eval.\\* keys"):
+        ecrl_eval.main(["--data-root", str(tiny_root), "--run-dir", str(run_dir), "--set", "ecrl.w_sscl=0"])
 
 
-def test_resume_after_kill_gives_same_final_state(tiny_root, tmp_path):
-    from ecrl import eval as ev
-    from ecrl import train as tr
-
+def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_root, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    tr.main(_args(tiny_root, full, epochs=3))
-    tr.main(_args(tiny_root, cut, epochs=3) + ["--stop-after-epoch", "1"])
+    few = ["data.train_fraction=0.25"]  # 32 queries: 4 steps per epoch
+    ecrl_train.main(_args(tiny_root, full, epochs=3, extra=few))
+    ecrl_train.main(_args(tiny_root, cut, epochs=3, extra=few) + ["--stop-after-epoch", "1"])
     assert safe_load(cut / "checkpoints" / "last.pt")["epoch"] == 1
-    tr.main(_args(tiny_root, cut, epochs=3) + ["--resume", str(cut / "checkpoints" / "last.pt")])
+    ecrl_train.main(_args(tiny_root, cut, epochs=3, extra=few) + ["--resume", str(cut / "checkpoints" / "last.pt")])
     a, b = safe_load(full / "checkpoints" / "last.pt"), safe_load(cut / "checkpoints" / "last.pt")
-    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"] == 12
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    ma = ev.main(["--data-root", str(tiny_root), "--run-dir", str(full), "--device", "cpu"])["metrics"]
-    mb = ev.main(["--data-root", str(tiny_root), "--run-dir", str(cut), "--device", "cpu"])["metrics"]
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    ma = _eval(tiny_root, full, "--set", "eval.figures=0")["metrics"]
+    mb = _eval(tiny_root, cut, "--set", "eval.figures=0")["metrics"]
     assert ma == mb
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
-    from ecrl import train as tr
-    from ecrl.model import ECRL
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
+    from ecrl.losses import Objective
 
-    real = ECRL.forward
+    real = Objective.forward
     calls = {"n": 0}
 
     def poisoned(self, *a, **k):
         parts = real(self, *a, **k)
         calls["n"] += 1
-        if calls["n"] > 6:  # epoch 1 has 6 steps (48 queries / 8)
+        if calls["n"] > 4:  # epoch 1 has 4 steps (32 queries / 8)
             parts["loss"] = parts["loss"] * float("nan")
         return parts
 
-    monkeypatch.setattr(ECRL, "forward", poisoned)
+    monkeypatch.setattr(Objective, "forward", poisoned)
     run_dir = tmp_path / "nan"
-    with pytest.raises(NonFiniteLossError, match="epoch 1 step 6"):
-        tr.main(_args(tiny_root, run_dir, epochs=3))
+    with pytest.raises(NonFiniteLossError, match="epoch 1 step 4"):
+        ecrl_train.main(_args(tiny_root, run_dir, epochs=3, extra=["data.train_fraction=0.25"]))
     st = safe_load(run_dir / "checkpoints" / "last.pt")
     assert st["epoch"] == 1 and all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
 
 
-def test_missing_video_and_missing_files_fail_before_training(tiny_root, tmp_path):
-    from ecrl import train as tr
-
+def test_bad_data_fails_before_anything_is_written(tiny_root, tmp_path, capsys):
     root = tmp_path / "broken"
     shutil.copytree(tiny_root / "tsg_synthetic", root / "tsg_synthetic")
     with h5py.File(root / "tsg_synthetic" / "features.h5", "a") as f:
         del f["SYN00003"]
+        x = f["SYN00005"][()]
+        x[1, 0] = np.nan
+        del f["SYN00005"]
+        f["SYN00005"] = x
     with pytest.raises(MissingVideoError, match="SYN00003"):
-        tr.main(_args(root, tmp_path / "r1", epochs=1))
-    assert not (tmp_path / "r1" / "checkpoints").exists()
+        ecrl_train.main(_args(root, tmp_path / "r1", epochs=1))
+    assert not (tmp_path / "r1").exists()
+    # the checker lists both problems' kinds in turn: the missing video first, NaN once it is back
+    assert ecrl_data.main(["--data-root", str(root)]) == 2 and "SYN00003" in capsys.readouterr().err
+    with h5py.File(root / "tsg_synthetic" / "features.h5", "a") as f:
+        f["SYN00003"] = np.ones((10, 16), np.float32)
+    assert ecrl_data.main(["--data-root", str(root)]) == 2
+    assert "'SYN00005': 1 clip(s) have NaN/Inf" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="needs ecrl.augment"):
+        ecrl_train.main(_args(root, tmp_path / "r3", epochs=1, extra=["ecrl.augment=false"]))
     (root / "tsg_synthetic" / "glove.txt").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"MISSING .*glove\.txt"):
-        tr.main(_args(root, tmp_path / "r2", epochs=1))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, root, run_dir, out):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from common.runtime import unwrap
-    from ecrl import train as tr
-
-    _, model = tr.train(_args(root, run_dir, epochs=2))
-    torch.save({k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}, f"{out}.{rank}")
+        ecrl_train.main(_args(root, tmp_path / "r2", epochs=1))
+    assert not (tmp_path / "r2").exists()
 
 
 def test_two_process_ddp_gloo(tiny_root, tmp_path):
-    run_dir, out = tmp_path / "ddp", tmp_path / "params"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_root), str(run_dir), str(out)), nprocs=2, join=True)
-    p0 = torch.load(f"{out}.0", weights_only=True)
-    p1 = torch.load(f"{out}.1", weights_only=True)
-    for k in p0:  # DDP keeps the replicas identical
-        assert torch.allclose(p0[k], p1[k], atol=1e-6), k
-    env = json.loads((run_dir / "env.json").read_text())
-    assert env["world_size"] == 2
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ecrl.train",
+           *_args(tiny_root, run_dir, epochs=1, extra=["data.train_fraction=0.25"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     st = safe_load(run_dir / "checkpoints" / "last.pt")
-    assert st["epoch"] == 2 and st["step"] == 6  # 48 queries / (8 per rank x 2 ranks) = 3 steps per epoch
-    for k in p0:
-        assert torch.equal(st["model"][k], p0[k]), k
+    assert st["epoch"] == 1 and st["step"] == 2  # 32 queries / (8 per rank x 2 ranks)
+    assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())

@@ -103,3 +103,34 @@ def test_prediction_file_errors(tmp_path):
     pred.write_text('{"query_id": 0, "pred": [0, 1]}\n')
     with pytest.raises(DataFormatError, match=r"p.jsonl: line 1: 'pred' must be"):
         read_predictions(pred, [0])
+
+
+def test_evaluate_subsets_exact_and_baselines():
+    from common.tsg.evaluate import evaluate_subsets
+
+    gts = np.array([[0, 10], [0, 10], [0, 10], [0, 10]], dtype=float)
+    preds = [np.array([[0, 10]]), np.array([[0, 4]]), np.array([[0, 10]]), np.array([[20, 30]])]
+    base = {"b": [np.array([[20, 30]])] * 4}
+    out = evaluate_subsets(preds, gts, {"ab": [10, 11], "cd": [12, 13], "none": []}, query_ids=[10, 11, 12, 13],
+                           baselines=base)
+    assert set(out) == {"ab", "cd"}  # an empty subset is left out
+    assert out["ab"]["n"] == 2 and out["ab"]["metrics"]["R1@0.5"] == 50.0 and out["ab"]["metrics"]["mIoU"] == 70.0
+    assert out["cd"]["metrics"]["R1@0.5"] == 50.0 and out["cd"]["metrics"]["mIoU"] == 50.0
+    assert out["ab"]["baselines"]["b"]["mIoU"] == 0.0
+    # default ids are the row indices; an id outside the rows is an error
+    assert evaluate_subsets(preds, gts, {"x": [0]})["x"]["metrics"]["mIoU"] == 100.0
+    with pytest.raises(DataFormatError, match="not in the test set"):
+        evaluate_subsets(preds, gts, {"x": [7]})
+
+
+def test_write_predictions_round_trip(tmp_path):
+    from common.tsg.evaluate import write_predictions
+
+    preds = [np.array([[1.23456, 2.0], [0.0, 1.0]]), np.array([[3.0, 4.0]])]
+    path = write_predictions(tmp_path / "p.jsonl", [5, 9], preds)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[0] == {"query_id": 5, "pred": [[1.2346, 2.0], [0.0, 1.0]]}
+    back = read_predictions(path, [9, 5])
+    np.testing.assert_allclose(back[0], [[3.0, 4.0]]) and np.testing.assert_allclose(back[1][1], [0.0, 1.0])
+    with pytest.raises(ValueError):
+        write_predictions(tmp_path / "q.jsonl", [1], preds)
