@@ -63,11 +63,12 @@ class QueryEncoder(nn.Module):
 
 
 class VideoEncoder(nn.Module):
-    """Clip features -> Linear projection + positions -> transformer layers -> [B, N, d]."""
+    """Clip features -> Linear projection + positions -> transformer layers -> [B, N, d]. No input
+    LayerNorm: it would remove each clip's feature norm, which tells event clips from background."""
 
     def __init__(self, feat_dim: int, d: int, heads: int, layers: int, dropout: float, max_clips: int = 512):
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, d), nn.Dropout(dropout))
+        self.proj = nn.Sequential(nn.Linear(feat_dim, d), nn.Dropout(dropout))  # no LayerNorm: a clip's feature norm carries signal
         self.register_buffer("pos", sinusoid(max_clips, d), persistent=False)
         self.enc = _encoder(d, heads, layers, dropout)
 
