@@ -7,7 +7,7 @@ for the embedded set.
 IA-Net = github.com/liudaizong/IA-Net at commit bc04dfb (README training/evaluation commands,
 code/main.py defaults), the group's released code that ECRL's conventions are taken from."""
 
-from common.config import ConfigError
+from common.config import ConfigError, Range
 from common.tsg.data import DATA_DEFAULTS, DATA_RULES
 from common.tsg.schedule import SCHEDULES
 
@@ -71,9 +71,33 @@ DEFAULTS = {
     },
 }
 
+POSITIVE, NONNEG, PROB = Range(min=0.0, open_min=True), Range(min=0.0), Range(min=0.0, max=1.0)
 RULES = {
     **DATA_RULES,
+    **{f"model.{k}": Range(min=1) for k in ("word_dim", "d", "heads", "query_layers", "video_layers",
+                                            "fusion_layers", "max_clips")},
+    "model.dropout": Range(min=0.0, max=1.0, open_max=True),
+    **{f"ecrl.{k}": NONNEG for k in ("w_aug", "w_sscl", "w_refine", "w_inside", "label_sigma", "refine_smooth")},
+    **{f"ecrl.{k}": POSITIVE for k in ("sscl_sigma", "sscl_kappa")},
+    "ecrl.refine_hidden": Range(min=1),
+    "ecrl.refine_p_drop": Range(min=0.0, max=1.0, open_max=True),
+    **{f"ecrl.aug.{k}": PROB for k in ("p_temporal", "crop_max", "p_foreign", "foreign_max", "clip_dropout")},
+    **{f"ecrl.aug.{k}": POSITIVE for k in ("speed_min", "speed_max")},
+    "ecrl.aug.noise_std": NONNEG,
+    "train.epochs": Range(min=1),
+    "train.batch_size": Range(min=1),
+    "train.lr": POSITIVE,
+    "train.weight_decay": NONNEG,
+    "train.warmup_steps": Range(min=0),
     "train.schedule": SCHEDULES,
+    "train.grad_clip": NONNEG,
+    "train.num_workers": Range(min=0),
+    "eval.k": Range(min=1),
+    "eval.nms": Range(min=0.0, max=1.0, open_min=True),
+    "eval.max_len_frac": Range(min=0.0, max=1.0, open_min=True),
+    "eval.inside_weight": NONNEG,
+    "eval.batch_size": Range(min=1),
+    "eval.figures": Range(min=0),
 }
 
 # keys a --resume may change (a longer schedule); any other difference from the run's config is refused
@@ -81,14 +105,10 @@ RESUMABLE = ("train.epochs",)
 
 
 def validate(cfg) -> None:
-    """Check RULES' choices (until common.config checks RULES itself) and the one cross-key rule:
-    the self-refine module works on augmented videos, so ``ecrl.refine`` needs ``ecrl.augment``."""
-    for key, allowed in RULES.items():
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}: must be one of {list(allowed)}")
+    """What RULES cannot say (one key against another): the self-refine module works on augmented
+    videos, so ``ecrl.refine`` needs ``ecrl.augment``; the speed range must be ordered."""
     if cfg.ecrl.refine and not cfg.ecrl.augment:
         raise ConfigError("ecrl.refine=true needs ecrl.augment=true (the self-refine module works on augmented "
                           "videos); set ecrl.refine=false for the plain grounding model")
+    if cfg.ecrl.aug.speed_min > cfg.ecrl.aug.speed_max:
+        raise ConfigError(f"ecrl.aug.speed_min={cfg.ecrl.aug.speed_min} > ecrl.aug.speed_max={cfg.ecrl.aug.speed_max}")

@@ -15,24 +15,23 @@ what eval may change (``eval.*``). Writes into the run directory (or ``--out``):
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.checkpoint import load_model_weights, safe_load
-from common.cli import base_parser, config_name
-from common.config import Config, ConfigError, apply_overrides
-from common.data import REPO_ROOT, build_loader
-from common.log import progress, setup_logging
-from common.results import write_results
-from common.run import latest_checkpoint
-from common.runtime import autocast, resolve_device, seed_everything
+from common.cli import default_config, eval_parser
+from common.config import ConfigError
+from common.data import build_loader
+from common.log import progress
+from common.run import start_eval
+from common.runtime import autocast
 from common.tsg import Vocab, collate_tsg, evaluate, prior_predictions, random_predictions
+from common.tsg.baselines import bow_predictions
 from common.tsg.dataset import to_device
 from common.tsg.decode import to_seconds
 from common.tsg.evaluate import evaluate_subsets, write_predictions
+from ecrl.config import DEFAULTS, RULES
 from ecrl.data import load_data
 from ecrl.model import build_model, decode
 
@@ -51,21 +50,6 @@ def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = 
                     inside_weight=cfg.eval.inside_weight)
         preds.extend(to_seconds(fr, batch["duration"]))
     return preds
-
-
-# DEVIATION: the last checkpoint is evaluated (no model selection on a validation split: the
-# Charades-STA and TACoS configs here have none); papers of this line report their best epoch.
-def find_checkpoint(args) -> Path:
-    """``--checkpoint``, else ``--run-dir``'s, else the latest run of ``--config`` and ``--seed``."""
-    if args.checkpoint:
-        return Path(args.checkpoint)
-    if args.run_dir:
-        return Path(args.run_dir) / "checkpoints" / "last.pt"
-    ck = latest_checkpoint("ecrl", config_name(args), args.seed, args.runs_root)
-    if ck is None:
-        raise FileNotFoundError(f"no checkpoint of ecrl/{config_name(args)} seed {args.seed}: train first "
-                                f"(python -m ecrl.train --config {args.config} --seed {args.seed})")
-    return ck
 
 
 @torch.no_grad()
@@ -114,53 +98,40 @@ def plot_queries(path: Path, net, dataset, preds: list[np.ndarray], idx: list[in
     return path
 
 
+# DEVIATION: the last checkpoint is evaluated (no model selection on a validation split: the
+# Charades-STA and TACoS configs here have none); papers of this line report their best epoch.
 def main(argv=None) -> int:
-    p = base_parser(__doc__, REPO_ROOT / "ecrl" / "configs" / "synthetic.yaml")
-    p.add_argument("--checkpoint", default=None, help="a checkpoints/last.pt (default: latest run of the config)")
-    p.add_argument("--out", default=None, help="write here instead of the run directory")
-    args = p.parse_args(argv)
-    ck = find_checkpoint(args)
-    out_dir = Path(args.out) if args.out else ck.parent.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = setup_logging("ecrl.eval", None)
-    state = safe_load(ck)
-    cfg = Config.wrap(state["config"])
+    args = eval_parser(__doc__, default_config("ecrl")).parse_args(argv)
     bad = [o for o in args.overrides if not o.startswith("eval.")]
     if bad:
         raise ConfigError(f"eval may only change eval.* keys (the rest is the trained run's): {bad}")
-    cfg = Config.wrap(apply_overrides(cfg.to_dict(), args.overrides))
-    extra = state.get("extra") or {}
-    seed = int(extra.get("seed", args.seed))
-    device = resolve_device(args.device)
-    seed_everything(seed)
-    t0 = time.perf_counter()
-    vocab_path = ck.parent.parent / "vocab.json"
-    data = load_data(cfg, args.data_root, seed=seed, vocab=Vocab.load(vocab_path) if vocab_path.is_file() else None,
-                     need_train_set=False, need_embeddings=False)
-    model = build_model(cfg, len(data.vocab), data.features.dim).to(device)
-    load_model_weights(ck, model, map_location=device)
+    ev = start_eval("ecrl", args, DEFAULTS, RULES)  # checkpoint, its config (+ eval's --set), its seed
+    cfg, device = ev.cfg, ev.device
+    vocab = Vocab(ev.extra["vocab"]) if "vocab" in ev.extra else None
+    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False, log=ev.log)
+    model = ev.load_weights(build_model(cfg, len(data.vocab), data.features.dim).to(device))
     preds = predict(model.net, data.test_set, cfg, device, args.amp)
     gts = np.array([[q.start, q.end] for q in data.test.queries])
     qids = [q.query_id for q in data.test.queries]
     metrics = evaluate(preds, gts)
     # the reference baselines (common.tsg.baselines), fitted on the same training queries
-    base_preds = {"random": random_predictions(data.test, 5, seed), "prior": prior_predictions(data.train, data.test, 5)}
+    base_preds = {"random": random_predictions(data.test, 5, ev.seed),
+                  "prior": prior_predictions(data.train, data.test, 5),
+                  "bow": bow_predictions(data.train, data.test, data.features, (data.vocab, data.embeddings),
+                                         num_clips=cfg.data.num_clips, resample_mode=cfg.data.resample)}
     baselines = {b: evaluate(bp, gts) for b, bp in base_preds.items()}
     subsets = evaluate_subsets(preds, gts, data.subsets, query_ids=qids, baselines=base_preds) if data.subsets else None
-    wall = time.perf_counter() - t0
-    write_predictions(out_dir / "predictions.jsonl", qids, preds)
+    write_predictions(ev.path("predictions.jsonl"), qids, preds)
     n_fig = min(cfg.eval.figures, len(preds))
     if n_fig > 0:
         idx = np.linspace(0, len(preds) - 1, n_fig).round().astype(int).tolist()
-        plot_queries(out_dir / "figures" / "predictions.png", model.net, data.test_set, preds, idx, device)
-    extra_fields = {"subsets": subsets} if subsets else {}
-    write_results(out_dir, project="ecrl", config=extra.get("config_name", config_name(args)),
-                  dataset=cfg.data.dataset, split="test", seed=seed, metrics=metrics, wall_time_s=wall,
-                  baselines=baselines, checkpoint=str(ck), epoch=int(state["epoch"]), num_queries=len(preds),
-                  eval_overrides=list(args.overrides), train_fraction=cfg.data.train_fraction,
-                  ablation={"augment": cfg.ecrl.augment, "refine": cfg.ecrl.refine, "w_sscl": cfg.ecrl.w_sscl,
-                            "relocate": cfg.ecrl.aug.relocate}, **extra_fields)
-    log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), out_dir)
+        plot_queries(ev.path("figures/predictions.png"), model.net, data.test_set, preds, idx, device)
+    ev.write_results(dataset=cfg.data.dataset, split="test", metrics=metrics, baselines=baselines,
+                     num_queries=len(preds), train_fraction=cfg.data.train_fraction,
+                     ablation={"augment": cfg.ecrl.augment, "refine": cfg.ecrl.refine, "w_sscl": cfg.ecrl.w_sscl,
+                               "relocate": cfg.ecrl.aug.relocate}, **({"subsets": subsets} if subsets else {}))
+    log = ev.log
+    log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), ev.out_dir)
     for b, m in baselines.items():
         log.info("baseline %s: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()), b)
     for s, e in (subsets or {}).items():

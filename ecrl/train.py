@@ -18,39 +18,37 @@ import time
 
 import torch
 
-from common.checkpoint import load_training_state, save_training_state
-from common.cli import base_parser, parse
-from common.data import REPO_ROOT, build_loader, set_epoch
+from common.cli import base_parser, default_config, parse
+from common.data import build_loader, set_epoch
 from common.log import progress
 from common.run import start_run
-from common.runtime import all_reduce_mean, autocast, check_finite, cleanup_distributed, make_grad_scaler, wrap_ddp
+from common.runtime import all_reduce_mean, autocast, check_step, make_grad_scaler, wrap_ddp
 from common.tsg.dataset import collate_tsg, to_device
 from common.tsg.schedule import warmup_scheduler
 from ecrl.augment import augment_step
-from ecrl.config import DEFAULTS, validate
+from ecrl.config import DEFAULTS, RESUMABLE, RULES, validate
 from ecrl.data import load_data
 from ecrl.losses import Objective
 from ecrl.model import build_model
 
 
 def main(argv=None) -> int:
-    args, cfg = parse(base_parser(__doc__, REPO_ROOT / "ecrl" / "configs" / "synthetic.yaml"), argv, DEFAULTS)
+    args, cfg = parse(base_parser(__doc__, default_config("ecrl")), argv, DEFAULTS, RULES)
     validate(cfg)
+    run = start_run("ecrl", args, cfg, resumable=RESUMABLE)  # DDP, device, seeds; checks a resume; writes nothing
+    log, dist = run.log, run.dist
 
     # ============================ data ============================
-    data = load_data(cfg, args.data_root, seed=args.seed)  # every file checked before the run dir exists
-    run = start_run("ecrl", args, cfg)                      # DDP, device, seeds, run dir, config/env record
-    log, dist = run.log, run.dist
-    if run.is_main:
-        data.vocab.save(run.run_dir / "vocab.json")
+    data = load_data(cfg, args.data_root, seed=args.seed, log=log)  # every file checked before the run dir exists
+    run.open()                                                      # run dir, lock, config/env record, train.log
     loader = build_loader(data.train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=dist,
                           num_workers=cfg.train.num_workers, collate_fn=collate_tsg)
 
     # ============================ model ===========================
     model = build_model(cfg, len(data.vocab), data.features.dim, data.embeddings).to(run.device)
-    log.info("ECRL: %d trainable parameters; augment=%s refine=%s w_sscl=%g", sum(
+    log.info("ECRL: %d trainable parameters; augment=%s refine=%s w_sscl=%g relocate=%s", sum(
         p.numel() for p in model.parameters() if p.requires_grad), cfg.ecrl.augment, model.refine is not None,
-        cfg.ecrl.w_sscl)
+        cfg.ecrl.w_sscl, cfg.ecrl.aug.relocate)
     model = wrap_ddp(model, dist, run.device)
     objective = Objective(cfg.ecrl)
 
@@ -61,14 +59,10 @@ def main(argv=None) -> int:
     scaler = make_grad_scaler(run.device, args.amp)
 
     # =========================== resume ===========================
-    start_epoch, step = 0, 0
-    if run.resume_from:
-        st = load_training_state(run.resume_from, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
-                                 map_location=run.device)
-        start_epoch, step = st["epoch"], st["step"]
-        log.info("resumed at epoch %d step %d", start_epoch, step)
+    start_epoch, step = run.resume(model=model, optimizer=opt, scheduler=sched, scaler=scaler)
 
     # ============================ loop ============================
+    extra = {"vocab": data.vocab.itos, "feat_dim": data.features.dim}  # what eval needs to rebuild the model
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         set_epoch(loader, epoch)
@@ -81,12 +75,12 @@ def main(argv=None) -> int:
             gen = torch.Generator().manual_seed(args.seed * 7_000_003 + dist.rank * 131 + step)
             with autocast(run.device, args.amp):
                 parts = objective(model(batch, aug, generator=gen), batch, aug)
-            check_finite(parts["loss"], step, epoch, parts)
             opt.zero_grad(set_to_none=True)
             scaler.scale(parts["loss"]).backward()
             if cfg.train.grad_clip > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            check_step(parts, model, step, epoch, scaler=scaler)  # loss, gradients, parameters finite
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -102,16 +96,11 @@ def main(argv=None) -> int:
                  epoch + 1, cfg.train.epochs, step, dt)
 
         # ============================ save ============================
-        if run.is_main:
-            save_training_state(run.ckpt_dir / "last.pt", model=model, optimizer=opt, scheduler=sched, scaler=scaler,
-                                epoch=epoch + 1, step=step, config=cfg.to_dict(),
-                                extra={"vocab_size": len(data.vocab), "feat_dim": data.features.dim,
-                                       "config_name": run.config_name, "seed": args.seed})
+        run.save(model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step, extra=extra)
         if args.stop_after_epoch == epoch + 1:
             log.info("--stop-after-epoch %d: stopping", epoch + 1)
             break
     run.close()
-    cleanup_distributed()
     return 0
 
 

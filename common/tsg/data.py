@@ -1,22 +1,27 @@
 """A grounding dataset from a config: the ``data`` section every TSG project shares, its checked
 loading, and the ``python -m <project>.data --config CFG`` checker.
 
-A project's ``config.py`` takes the section as it is (``"data": dict(DATA_DEFAULTS)``) and its
-configs override keys; :func:`load_grounding_data` then reads and checks everything before a
-model is built or a run directory exists:
+A project's ``config.py`` takes the section as it is (``"data": dict(DATA_DEFAULTS)``, rules
+``DATA_RULES``) and its configs override keys; :func:`load_grounding_data` then reads and checks
+everything before a model is built or a run directory exists, and raises one
+:class:`~common.datacheck.DataCheckError` listing every problem of every file:
 
 * every expected file is present (one error listing the whole layout);
-* every annotation record is well formed: with ``on_bad_record: error`` one
-  :class:`~common.tsg.records.BadRecordError` lists *all* bad records of both splits (file and
-  record), with ``skip`` they are skipped, counted and logged;
-* every video has features (one :class:`~common.tsg.features.MissingVideoError` listing all
-  missing ones), of the configured dimension; with ``check: full`` every video's features are
-  read and every NaN/Inf, empty or wrong-shaped one is listed;
-* the GloVe vectors have the model's width.
+* every annotation record is well formed: with ``on_bad_record: error`` each bad record of both
+  splits is a problem (file and record named); with ``skip`` they are skipped, counted per
+  reason and logged;
+* every video has features, of the configured dimension, finite, non-empty
+  (``common.datacheck.DataCheck.features``: ``check: full`` reads every video, ``fast`` a fixed
+  2 % sample, ``off`` presence only);
+* the GloVe lines of the vocabulary parse, are finite and have the model's width.
+
+The vocabulary is the train split's words plus every other word of the train and test sentences
+that GloVe has (``common.tsg.text.glove_vocab``: frozen vectors, so a test word GloVe knows keeps
+its vector); words GloVe lacks map to UNK.
 
 ``train_fraction < 1`` keeps a fixed random share of the training queries (a data-efficiency
 run): the subset is a function of ``seed`` only, and the subsets of one seed nest (the 25 %
-subset lies inside the 50 % one).
+subset lies inside the 50 % one). The vocabulary is built from all training sentences either way.
 
 Named test subsets (``results.json`` ``subsets``) come from the data folder's ``meta.json`` key
 ``test_subsets: {name: [query ids]}`` when present (the embedded benchmark writes it).
@@ -34,12 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import Config, load_config
+from common.config import Config, Range, load_config
 from common.data import REPO_ROOT, DataFormatError, DatasetNotFoundError, data_root, require_files
+from common.datacheck import MODES, DataCheck
 from common.tsg.dataset import TSGDataset
 from common.tsg.features import FeatureStore
-from common.tsg.records import FORMATS, Annotations, BadRecordError, read_annotations
-from common.tsg.text import Vocab, load_glove
+from common.tsg.records import FORMATS, Annotations, read_annotations
+from common.tsg.text import Vocab, glove_vocab, load_glove
 
 log = logging.getLogger("common.tsg")
 
@@ -58,14 +64,19 @@ DATA_DEFAULTS = {
     "min_word_freq": 1,                  # train words seen fewer times map to UNK
     "resample": "mean",                  # mean | uniform (common.tsg.features.resample; MMN/VSLNet: mean)
     "on_bad_record": "error",            # error | skip: skipped records are counted and each is logged with file and record
-    "check": "fast",                     # full | fast | off: fast = files, records, every video present; full also reads every video
+    "check": "fast",                     # full | fast | off: features read for every video / a fixed 2 % sample / none
     "train_fraction": 1.0,               # share of the training queries used (data-efficiency runs); a fixed subset per seed
 }
 DATA_RULES = {
     "data.format": FORMATS,
     "data.resample": ("mean", "uniform"),
     "data.on_bad_record": ("error", "skip"),
-    "data.check": ("full", "fast", "off"),
+    "data.check": MODES,
+    "data.feature_dim": Range(min=0),
+    "data.num_clips": Range(min=1),
+    "data.max_words": Range(min=1),
+    "data.min_word_freq": Range(min=1),
+    "data.train_fraction": Range(min=0.0, max=1.0, open_min=True),
 }
 
 
@@ -75,7 +86,7 @@ class GroundingData:
     train: Annotations                 # the training queries actually used (after train_fraction)
     test: Annotations
     vocab: Vocab
-    embeddings: np.ndarray | None      # [len(vocab), glove dim]; None when not loaded (eval: the checkpoint has them)
+    embeddings: np.ndarray             # [len(vocab), glove dim]
     features: FeatureStore
     train_set: TSGDataset | None
     test_set: TSGDataset
@@ -116,45 +127,38 @@ def read_subsets(folder: str | Path) -> dict[str, list[int]]:
     return {str(k): [int(q) for q in v] for k, v in subsets.items()}
 
 
-def _read_split(path: Path, data: Mapping, durations: Path | None) -> Annotations:
-    kw = {"durations": durations} if durations is not None else {}
-    return read_annotations(path, data["format"], on_bad_record="skip", **kw)
-
-
 def load_grounding_data(cfg: Config, root: str | Path | None = None, *, seed: int = 0, word_dim: int | None = None,
                         vocab: Vocab | None = None, glove_cache: str | Path | None = None,
-                        need_train_set: bool = True, need_embeddings: bool = True, hint: str = "") -> GroundingData:
-    """Read and check ``cfg.data`` (module doc) and build the datasets. ``vocab`` (eval: the run's
-    ``vocab.json``) replaces the one built from the train split; ``word_dim`` is checked against
-    the GloVe file (read only when ``need_embeddings``); ``hint`` is appended to a missing-files
-    error (how to get the data)."""
+                        need_train_set: bool = True, hint: str = "", log: logging.Logger | None = None) -> GroundingData:
+    """Read and check ``cfg.data`` (module doc) and build the datasets. ``vocab`` (eval: the
+    trained run's) replaces the one built here; ``word_dim`` is the model's word width (checked
+    against the GloVe lines); ``hint`` is appended to a missing-files error (how to get the data)."""
     d = cfg.data
+    log = log or logging.getLogger("common.tsg")
     base, files = layout(d, root)
     require_files(d.dataset, base, list(files.values()), hint)
-    dur = base / files["durations"] if "durations" in files else None
-    train = _read_split(base / files["train"], d, dur)
-    test = _read_split(base / files["test"], d, dur)
-    problems = train.problems + test.problems
-    if problems and d.on_bad_record == "error":
-        shown = "\n  ".join(problems[:30]) + (f"\n  ... ({len(problems)} in all)" if len(problems) > 30 else "")
-        raise BadRecordError(f"{len(problems)} bad annotation record(s) (data.on_bad_record=skip skips them, "
-                             f"counted and logged):\n  {shown}")
-    feats = FeatureStore(base / files["features"])
+    check = DataCheck(d.dataset, mode=d.check, seed=0, log=log)
+    kw = {"durations": base / files["durations"]} if "durations" in files else {}
+    train, test = (read_annotations(base / files[s], d.format, on_bad_record="collect", **kw) for s in ("train", "test"))
+    for ann in (train, test):
+        for record, reason in ann.problems:
+            (check.add if d.on_bad_record == "error" else check.skip)(ann.path, record, reason)
     fdim = d.feature_dim or None
-    if d.check != "off":
-        feats.check(train.videos + test.videos, fdim, full=d.check == "full")
+    check.features(base / files["features"], ids=train.videos + test.videos, dim=fdim)
     if vocab is None:
-        vocab = Vocab.build([q.sentence for q in train.queries], min_freq=d.min_word_freq)
-    emb = load_glove(base / files["glove"], vocab, cache=glove_cache) if need_embeddings else None
-    if emb is not None and word_dim is not None and emb.shape[1] != word_dim:
+        vocab, emb = glove_vocab(base / files["glove"], [q.sentence for q in train.queries],
+                                 [q.sentence for q in test.queries], d.min_word_freq, glove_cache)
+    else:
+        emb = load_glove(base / files["glove"], vocab, cache=glove_cache)
+    check.word_vectors(base / files["glove"], words=vocab.itos[2:], dim=word_dim)
+    check.raise_if_problems()
+    if word_dim is not None and emb.shape[1] != word_dim:
         raise DataFormatError(f"{base / files['glove']}: {emb.shape[1]}-d vectors but the model expects {word_dim}-d "
                               f"(model.word_dim)")
+    feats = FeatureStore(base / files["features"])
     used = subsample(train, d.train_fraction, seed)
     mk = lambda a: TSGDataset(a, feats, vocab, d.num_clips, d.max_words, d.resample, fdim)
     subsets = read_subsets(base)
-    for a in (train, test):
-        if a.skipped:
-            log.warning("%s: %d bad record(s) skipped (data.on_bad_record=skip)", a.path, a.skipped)
     log.info("data %s: %d train queries%s / %d test queries, %d words, %d-d features, %d clips%s", base,
              len(used.queries), f" ({d.train_fraction:g} of {len(train.queries)}, seed {seed})"
              if len(used.queries) != len(train.queries) else "", len(test.queries), len(vocab), feats.dim,
@@ -162,12 +166,12 @@ def load_grounding_data(cfg: Config, root: str | Path | None = None, *, seed: in
     return GroundingData(base, used, test, vocab, emb, feats, mk(used) if need_train_set else None, mk(test), subsets)
 
 
-def check_main(project: str, defaults: Mapping, argv: Sequence[str] | None = None,
+def check_main(project: str, defaults: Mapping, argv: Sequence[str] | None = None, rules: Mapping | None = None,
                word_dim_key: str | None = "model.word_dim") -> int:
     """``python -m <project>.data --config CFG [--data-root R] [--set k=v] [--check full|fast]``:
     check a dataset the way training will read it (default ``--check full``: every video's
     features read), without training. Prints a summary; exit 0 when usable, 2 (one message with
-    every problem found) when not."""
+    every problem found) when not. ``defaults``/``rules``: the project's config schema."""
     default_cfg = REPO_ROOT / project / "configs" / "synthetic.yaml"
     ap = argparse.ArgumentParser(prog=f"python -m {project}.data", description=check_main.__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(default_cfg), help="YAML config (default: the embedded set)")
@@ -176,7 +180,7 @@ def check_main(project: str, defaults: Mapping, argv: Sequence[str] | None = Non
     ap.add_argument("--check", choices=("full", "fast"), default="full")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(a.config, [*a.overrides, f"data.check={a.check}"], defaults)
+    cfg = load_config(a.config, [*a.overrides, f"data.check={a.check}"], defaults, rules)
     word_dim = None
     if word_dim_key:
         node = cfg

@@ -171,10 +171,10 @@ def evaluate_subsets(preds: Sequence, gts, subsets: Mapping[str, Sequence[int]],
             continue
         rows = [row[q] for q in members]
         sub_kw = dict(kw, durations=None if durs is None else [durs[r] for r in rows])
-        score = lambda p: evaluate([p[r] for r in rows], gts[rows], **sub_kw)
-        out[name] = {"n": len(rows), "metrics": score(preds)}
+        out[name] = {"n": len(rows), "metrics": evaluate([preds[r] for r in rows], gts[rows], **sub_kw)}
         if baselines:
-            out[name]["baselines"] = {b: score(p) for b, p in baselines.items()}
+            out[name]["baselines"] = {b: evaluate([p[r] for r in rows], gts[rows], **sub_kw)
+                                      for b, p in baselines.items()}
     return out
 
 

@@ -129,33 +129,15 @@ class FeatureStore:
             out[v] = float(shape[0]) * float(seconds_per_frame)
         return out
 
-    def check(self, vids: Iterable[str], dim: int | None = None, full: bool = False) -> None:
+    def check(self, vids: Iterable[str], dim: int | None = None) -> None:
         """Raise :class:`MissingVideoError` listing every video of ``vids`` without features (before
-        training starts), and :class:`DataFormatError` when ``dim`` is given and differs. With
-        ``full=True`` every video's features are also read: one :class:`DataFormatError` lists every
-        video with a wrong rank, no frames, NaN/Inf values or another dimension."""
-        vids = list(dict.fromkeys(vids))
+        training starts), and :class:`DataFormatError` when ``dim`` is given and differs."""
         missing = sorted({v for v in vids if v not in self})
         if missing:
             shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
             raise MissingVideoError(f"{self.path}: no features for {len(missing)} video(s): {shown}")
         if dim is not None and self.dim != dim:
             raise DataFormatError(f"{self.path}: features are {self.dim}-d but the config says {dim}-d")
-        if not full:
-            return
-        want = dim if dim is not None else self.dim
-        problems = []
-        for v in vids:
-            try:
-                x = self.get(v)
-            except DataFormatError as e:
-                problems.append(str(e).removeprefix(f"{self.path}: "))
-                continue
-            if x.shape[1] != want:
-                problems.append(f"video {v!r}: {x.shape[1]}-d features, the others are {want}-d")
-        if problems:
-            shown = "\n  ".join(problems[:20]) + (f"\n  ... ({len(problems)} in all)" if len(problems) > 20 else "")
-            raise DataFormatError(f"{self.path}: {len(problems)} video(s) with bad features:\n  {shown}")
 
 
 def resample(feats: np.ndarray, num_clips: int, mode: str = "mean") -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,10 @@ Bad-record policy (documented, nothing dropped silently):
   (before clipping), an unknown video or a malformed line raise :class:`BadRecordError` naming the
   file and the line (txt) or video and sentence index (JSON);
 * with ``on_bad_record="skip"`` those records are skipped instead, counted in
-  ``Annotations.skipped`` and each reason is logged (logger ``common.tsg``) with file and line.
+  ``Annotations.skipped`` and each reason is logged (logger ``common.tsg``) with file and line;
+* with ``on_bad_record="collect"`` they are skipped and listed in ``Annotations.problems``
+  (``(record, reason)``) without logging: the caller reports them (``common.tsg.data`` hands
+  them to a ``common.datacheck.DataCheck``, which lists every problem of every file at once).
 
 Known bad records in the public files: ActivityNet ``train.json`` has 4 (two zero-length, two
 reversed), the ViGA glance ``charades_sta_train.txt`` has 3 moments that start after their
@@ -79,7 +82,7 @@ class Annotations:
     format: str
     clipped: int
     skipped: int
-    problems: list[str] = field(default_factory=list)  # each skipped record's file, record and reason
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (record, reason) of each skipped record
 
     @property
     def videos(self) -> list[str]:
@@ -151,13 +154,13 @@ def _find_durations(path: Path) -> Path:
 
 class _Builder:
     def __init__(self, path: Path, fmt: str, on_bad_record: str, max_overrun_s: float):
-        if on_bad_record not in ("error", "skip"):
-            raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
+        if on_bad_record not in ("error", "skip", "collect"):
+            raise ValueError(f"on_bad_record must be 'error', 'skip' or 'collect', got {on_bad_record!r}")
         self.path, self.fmt, self.policy, self.max_overrun = path, fmt, on_bad_record, max_overrun_s
         self.queries: list[Query] = []
         self.clipped = 0
         self.skipped = 0
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str]] = []
         self.qid = 0
 
     def bad(self, where: str, reason: str) -> None:
@@ -165,8 +168,9 @@ class _Builder:
         if self.policy == "error":
             raise BadRecordError(msg + " (on_bad_record='skip' skips such records and counts them)")
         self.skipped += 1
-        self.problems.append(msg)
-        log.warning("skipped bad record: %s", msg)
+        self.problems.append((where, reason))
+        if self.policy == "skip":
+            log.warning("skipped bad record: %s", msg)
 
     def add(self, where: str, vid: str, duration: float, start: float, end: float, sentence: str,
             glance: float | None) -> None:
@@ -201,7 +205,7 @@ class _Builder:
                                   None if glance is None else float(glance)))
 
     def result(self) -> Annotations:
-        if self.skipped:
+        if self.skipped and self.policy == "skip":
             log.warning("%s: skipped %d bad record(s), clipped %d end time(s) to the video duration",
                         self.path, self.skipped, self.clipped)
         return Annotations(self.queries, str(self.path), self.fmt, self.clipped, self.skipped, self.problems)

@@ -11,7 +11,15 @@ from common.config import load_config
 from common.tsg.grid import clip_centres, moment_to_clips
 from ecrl.augment import AugConfig, augment, augment_step, make_plan
 from ecrl.config import DEFAULTS
-from ecrl.losses import Objective, gaussian_prior, grounding_loss, inpaint_loss, smoothness_loss, sscl_from_logits, sscl_loss
+from ecrl.losses import (
+    Objective,
+    gaussian_prior,
+    grounding_loss,
+    inpaint_loss,
+    smoothness_loss,
+    sscl_from_logits,
+    sscl_loss,
+)
 from ecrl.model import ECRLNet, build_model, decode
 from ecrl.refine import SelfRefine
 

@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_with_schema(path):
-    cfg = load_config(path, [], DEFAULTS)
+    cfg = load_config(path, [], DEFAULTS, RULES)
     validate(cfg)
     assert cfg.data.num_clips <= cfg.model.max_clips
     assert cfg.model.d % cfg.model.heads == 0
@@ -24,12 +24,20 @@ def test_config_loads_with_schema(path):
         assert cfg.data.subdir == TESTBED["subdir"]
 
 
-def test_rules_reject_a_bad_choice():
-    from common.config import ConfigError
+def test_every_rule_rejects_a_value_outside_it():
+    from common.config import ConfigError, Range, flat_items
 
-    for key in RULES:
-        with pytest.raises(ConfigError, match=key.replace(".", "\\.")):
-            validate(load_config(None, [f"{key}=nonsense"], DEFAULTS))
+    defaults = flat_items(DEFAULTS)
+    for key, rule in RULES.items():
+        if isinstance(rule, Range):
+            bad = rule.min - 1 if rule.min is not None else rule.max + 1
+            bad = int(bad) if isinstance(defaults[key], int) else float(bad)
+        else:
+            bad = "nonsense"
+        with pytest.raises(ConfigError, match=key.replace(".", "\\.") + ".*(out of range|not one of)"):
+            load_config(None, [f"{key}={bad}"], DEFAULTS, RULES)
+    with pytest.raises(ConfigError, match="needs ecrl.augment"):
+        validate(load_config(None, ["ecrl.augment=false"], DEFAULTS, RULES))
 
 
 def test_real_configs_use_group_settings():
@@ -62,7 +70,7 @@ def test_claim_variants_are_valid_configs():
     from ecrl.claim import VARIANTS
 
     for name, v in VARIANTS.items():
-        cfg = load_config(CONFIGS[0].parent / f"{v.config}.yaml", list(v.overrides), DEFAULTS)
+        cfg = load_config(CONFIGS[0].parent / f"{v.config}.yaml", list(v.overrides), DEFAULTS, RULES)
         validate(cfg)
         assert name.startswith("full") == (cfg.ecrl.augment and cfg.ecrl.w_sscl > 0 and cfg.ecrl.refine
                                           and cfg.ecrl.aug.relocate), name

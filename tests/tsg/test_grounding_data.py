@@ -7,11 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.data import DatasetNotFoundError
-from common.tsg import MissingVideoError
-from common.tsg.data import DATA_DEFAULTS, check_main, load_grounding_data, subsample
-from common.tsg.records import BadRecordError
+from common.datacheck import DataCheckError
+from common.tsg.data import DATA_DEFAULTS, DATA_RULES, check_main, load_grounding_data, subsample
 
 SCHEMA = {"data": dict(DATA_DEFAULTS), "model": {"word_dim": 3}}
 
@@ -37,7 +36,7 @@ TEST = ["A 2.0 5.0##the person opens a door.", "B 0.0 3.0##person opens door."]
 
 
 def _cfg(*sets):
-    return load_config(None, list(sets), SCHEMA)
+    return load_config(None, list(sets), SCHEMA, DATA_RULES)
 
 
 def test_loads_datasets_subsets_and_vocab(tmp_path):
@@ -46,20 +45,28 @@ def test_loads_datasets_subsets_and_vocab(tmp_path):
     g = load_grounding_data(_cfg(), tmp_path, word_dim=3)
     assert len(g.train_set) == 10 and len(g.test_set) == 2 and g.subsets == {"first": [0], "both": [0, 1]}
     assert g.embeddings.shape == (len(g.vocab), 3) and g.features.dim == 4
-    with pytest.raises(ValueError, match="3-d vectors but the model expects 5-d"):
+    with pytest.raises(DataCheckError, match="3 values, expected 5"):
         load_grounding_data(_cfg(), tmp_path, word_dim=5)
-    assert load_grounding_data(_cfg(), tmp_path, need_embeddings=False, need_train_set=False).train_set is None
+    assert load_grounding_data(_cfg(), tmp_path, need_train_set=False).train_set is None
+
+
+def test_vocabulary_keeps_test_words_that_glove_has(tmp_path):
+    d = _write(tmp_path, TRAIN, TEST + ["C 1.0 2.0##a person opens the window."])
+    (d / "glove.txt").write_text("person 1 0 0\nopens 0 1 0\ndoor 0 0 1\nwindow 1 1 0\n")
+    g = load_grounding_data(_cfg(), tmp_path)
+    assert "window" in g.vocab and np.allclose(g.embeddings[g.vocab.stoi["window"]], [1, 1, 0])
+    assert g.vocab.itos[:2] == ["<pad>", "<unk>"] and "the" in g.vocab  # train words keep their ids
 
 
 def test_every_bad_record_is_listed_at_once_or_skipped(tmp_path):
     bad_train = TRAIN + ["A 5.0 2.0##reversed moment.", "Z 1.0 2.0##unknown video."]
     bad_test = TEST + ["B 1.0 1.0##zero length."]
     _write(tmp_path, bad_train, bad_test)
-    with pytest.raises(BadRecordError) as e:
+    with pytest.raises(DataCheckError) as e:
         load_grounding_data(_cfg(), tmp_path)
     msg = str(e.value)
-    assert "3 bad annotation record(s)" in msg and "line 11" in msg and "line 12" in msg and "line 3" in msg
-    assert "charades_sta_test.txt" in msg
+    assert "3 problem(s)" in msg and "line 11" in msg and "line 12" in msg and "line 3" in msg
+    assert "charades_sta_test.txt: line 3: end 1.0 <= start 1.0" in msg
     g = load_grounding_data(_cfg("data.on_bad_record=skip"), tmp_path)
     assert len(g.train.queries) == 10 and g.train.skipped == 2 and g.test.skipped == 1
 
@@ -69,12 +76,14 @@ def test_missing_files_videos_and_bad_features(tmp_path):
         load_grounding_data(_cfg(), tmp_path, hint="make data")
     _write(tmp_path, TRAIN, TEST, videos=("A",))
     (tmp_path / "tsg_synthetic" / "charades.json").write_text(json.dumps({v: {"duration": 10.0} for v in "ABC"}))
-    with pytest.raises(MissingVideoError, match="2 video"):
-        load_grounding_data(_cfg(), tmp_path)
+    with pytest.raises(DataCheckError, match="(?s)B: no features for this id.*C: no features for this id"):
+        load_grounding_data(_cfg('data.check="off"'), tmp_path)  # presence is checked in every mode
     _write(tmp_path, TRAIN, TEST, bad_video="B")
-    load_grounding_data(_cfg(), tmp_path)  # fast: presence only
-    with pytest.raises(Exception, match="'B': 1 clip\\(s\\) have NaN/Inf"):
+    load_grounding_data(_cfg('data.check="off"'), tmp_path)  # off: no content read
+    with pytest.raises(DataCheckError, match="features.h5: B: .*NaN"):
         load_grounding_data(_cfg("data.check=full"), tmp_path)
+    with pytest.raises(ConfigError, match="train_fraction"):
+        _cfg("data.train_fraction=0")
 
 
 def test_train_fraction_is_fixed_per_seed_and_nested(tmp_path):
@@ -95,7 +104,9 @@ def test_check_main_exit_codes(tmp_path, capsys):
     _write(tmp_path, TRAIN, TEST, bad_video="C")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {num_clips: 4}\n")
-    assert check_main("ecrl", SCHEMA, ["--config", str(cfg), "--data-root", str(tmp_path)]) == 2
-    assert "NaN/Inf" in capsys.readouterr().err
-    assert check_main("ecrl", SCHEMA, ["--config", str(cfg), "--data-root", str(tmp_path), "--check", "fast"]) == 0
+    argv = ["--config", str(cfg), "--data-root", str(tmp_path)]
+    assert check_main("ecrl", SCHEMA, argv, DATA_RULES) == 2
+    assert "features.h5: C: 1 NaN" in capsys.readouterr().err
+    _write(tmp_path, TRAIN, TEST)
+    assert check_main("ecrl", SCHEMA, argv + ["--check", "fast"], DATA_RULES) == 0
     assert "ok: " in capsys.readouterr().out
