@@ -35,8 +35,16 @@ import yaml
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+    """SafeLoader with YAML 1.2 scalars: ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``) and only
+    ``true``/``false`` are booleans, so ``--set data.check=off`` is the string ``"off"`` (YAML 1.1
+    reads ``off``/``on``/``yes``/``no`` as booleans)."""
 
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

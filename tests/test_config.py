@@ -196,3 +196,18 @@ def test_first_api_callers_without_rules_still_get_null_with_a_warning(caplog):
     assert cfg.train.epochs is None and "becomes an error once the project declares RULES" in caplog.text
     with pytest.raises(ConfigError, match="does not accept null"):
         load_config(None, ["train.epochs=null"], RULED, {})
+
+
+def test_only_true_and_false_are_booleans(tmp_path):
+    # YAML 1.1 reads off/on/yes/no as booleans: `--set data.check=off` became False and failed the
+    # choice (full|fast|off). Our loader follows YAML 1.2: they stay strings, in files and overrides.
+    defaults = {"data": {"check": "full", "shuffle": True}}
+    rules = {"data.check": ("full", "fast", "off")}
+    assert parse_override("data.check=off") == ("data.check", "off")
+    assert load_config(None, ["data.check=off"], defaults, rules=rules).data.check == "off"
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  check: off\n  shuffle: false\n")
+    cfg = load_config(p, [], defaults, rules=rules)
+    assert cfg.data.check == "off" and cfg.data.shuffle is False
+    with pytest.raises(ConfigError, match="data.shuffle"):
+        load_config(None, ["data.shuffle=yes"], defaults, rules=rules)
