@@ -5,6 +5,8 @@ experiment itself lives in the config."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -79,4 +81,39 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
     """Parse ``argv`` and resolve the config (schema ``defaults``, ``rules``): every config error
     is raised here, before anything runs."""
     args = parser.parse_args(argv)
+    install_error_hook()
     return args, parse_config(args, defaults, rules)
+
+
+# ---- errors the user can act on: one message, no traceback -------------------------------------
+TRACEBACK_ENV = "REPRO_TRACEBACK"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a problem with the user's input (config, data, checkpoint, run
+    directory) or a refusal (non-finite training state): their message names the file and record."""
+    from common.checkpoint import CheckpointError
+    from common.config import ConfigError
+    from common.data import DataFormatError, DatasetNotFoundError
+    from common.results import PaperYamlError
+    from common.run import ResumeError, RunError
+    from common.runtime import NonFiniteError
+    return (ConfigError, DataFormatError, DatasetNotFoundError, CheckpointError, ResumeError, RunError,
+            NonFiniteError, PaperYamlError)
+
+
+def _error_hook(exc_type, exc, tb) -> None:
+    if issubclass(exc_type, user_errors()) and not os.environ.get(TRACEBACK_ENV):
+        sys.stderr.write(f"error: {exc_type.__name__}: {exc}\n"
+                         f"(the traceback is shown with {TRACEBACK_ENV}=1)\n")
+        sys.stderr.flush()
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
+def install_error_hook() -> None:
+    """Print user errors (:func:`user_errors`) as one message instead of a traceback; the process
+    still exits with status 1. Every other exception keeps its traceback. :func:`parse` calls this;
+    a run's own hook (``common.run``) chains to it after writing the error into ``train.log``."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _error_hook
