@@ -212,7 +212,9 @@ class _Builder:
 
 
 def _read_charades(b: _Builder, durations) -> None:
-    dur = load_durations(durations if durations is not None else _find_durations(b.path))
+    dur_path = durations if durations is not None else _find_durations(b.path)
+    dur = load_durations(dur_path)
+    dur_name = Path(dur_path).name if isinstance(dur_path, (str, Path)) else "the durations"
     with open(b.path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -236,7 +238,7 @@ def _read_charades(b: _Builder, durations) -> None:
                 continue
             if vid not in dur:
                 b.qid += 1
-                b.bad(where, f"unknown video {vid!r} (not in the durations)")
+                b.bad(where, f"unknown video {vid!r} (not in {dur_name})")
                 continue
             b.add(where, vid, dur[vid], start, end, parts[-1], glance)
 
