@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= 2
 export CUBLAS_WORKSPACE_CONFIG ?= :4096:8
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup test test-all lint compare clean
+.PHONY: help setup test test-all lint faults compare clean
 
 help: ## list the targets
 	@echo "usage: make <target>   (projects: $(PRESENT))"
@@ -40,6 +40,9 @@ test-all: $(STAMP) ## run every test including `slow` ones
 
 lint: $(STAMP) ## ruff over the workspace
 	$(PY) -m ruff check .
+
+faults: $(STAMP) ## run the bad-input and fault cases as a user would and print the table (slow, ~15 CPU-min)
+	$(PY) -m tests.faults --markdown results/faults.md
 
 compare: $(STAMP) ## print every project's measured-vs-paper table and write results/summary.md
 	$(PY) -m common.compare --all

@@ -21,6 +21,7 @@ def default_config(project: str) -> Path:
 
 
 def _shared(description: str, default_config: str | Path | None) -> argparse.ArgumentParser:
+    install_error_hook()  # an entry point: user errors print one message naming the file, not a traceback
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", default=str(default_config) if default_config else None,
                    help="YAML config file")

@@ -109,10 +109,15 @@ def cmd_run(a) -> int:
     (run_dir / "env.json").write_text(json.dumps(environment("parent"), indent=2) + "\n")
     out = Path(a.out) if a.out else run_dir / "results.jsonl"
     t0 = time.time()
-    recs = run_spec(spec, out, uuids, timeout_s=a.cell_timeout_s, resume=bool(a.resume), quick=a.quick)
+    from migperf.report import ReportError
+    try:
+        recs = run_spec(spec, out, uuids, timeout_s=a.cell_timeout_s, resume=bool(a.resume), quick=a.quick)
+    except ReportError as e:  # --resume on a results file with a bad record
+        print(f"run: {e}", file=sys.stderr)
+        return 2
     if a.resume:
-        from migperf.report import latest_per_cell
-        recs = latest_per_cell([json.loads(line) for line in out.read_text().splitlines() if line.strip()])
+        from migperf.report import load_records
+        recs = load_records([out])
     print(f"{len(recs)} records ({sum(r['status'] == 'ok' for r in recs)} ok) in {time.time() - t0:.1f} s → {out}")
     if a.report:
         return _report([out], run_dir / "report", run_dir, spec["name"], spec["seed"], time.time() - t0)

@@ -381,14 +381,34 @@ def pending_groups(groups: list[list[dict]], out: Path) -> list[list[dict]]:
     """Groups not yet completed in ``out`` (``run --resume``): a group is done when every one of
     its cells has an ``ok`` record whose spec equals the cell's. Concurrent groups rerun whole,
     since their numbers depend on running together."""
+    from migperf.report import load_records
+
     done = {}
     if out.is_file():
-        for line in out.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if r.get("status") == "ok":
-                    done[r["spec"]["cell"]] = r["spec"]
+        drop_cut_tail(out)
+        for r in load_records([out]):
+            if r.get("status") == "ok":
+                done[r["spec"]["cell"]] = r["spec"]
     return [g for g in groups if not all(done.get(c["cell"]) == c for c in g)]
+
+
+def drop_cut_tail(out: Path, log=print) -> bool:
+    """A run killed while appending leaves a last line without its newline that is not JSON: drop
+    it (its cell reruns) and say so. A bad line anywhere else is left for the reader to report."""
+    data = out.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    head, _, tail = data.rpartition(b"\n")
+    try:
+        json.loads(tail)
+        return False
+    except ValueError:
+        pass
+    line = head.count(b"\n") + (2 if head else 1)
+    out.write_bytes(head + b"\n" if head else b"")
+    log(f"{out}: line {line} was cut off ({len(tail)} bytes, a run stopped while writing it): dropped; "
+        f"its cell runs again")
+    return True
 
 
 def run_spec(spec: dict, out: Path, mig_uuids: list[str] | None = None, timeout_s: float | None = None,

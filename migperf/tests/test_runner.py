@@ -2,6 +2,7 @@
 measuring together (barrier) and keep loading until all have finished (hold-load); host
 contention marks a cell; a failed cell's line shows its cause."""
 
+import json
 import threading
 import time
 
@@ -117,3 +118,21 @@ def test_failed_cell_line_shows_the_cause():
     rec = {"spec": {"cell": 3, "experiment": "e", "model": "resnet18", "mode": "inference", "batch_size": 1,
                     "device": "cpu:9"}, "status": "failed", "error": "exit 1: " + tail}
     assert "FAILED: RuntimeError: cell 3" in summary_line(rec) and "Traceback" not in summary_line(rec)
+
+
+def test_resume_drops_a_cut_last_line_and_reports_a_bad_one(tmp_path):
+    from migperf.report import ReportError
+    from migperf.runner import drop_cut_tail, pending_groups
+
+    cell = {"cell": 0, "model": "resnet18"}
+    ok = json.dumps({"schema": "migperf.cell/1", "spec": cell, "status": "ok"})
+    out = tmp_path / "results.jsonl"
+    out.write_text(ok + "\n" + '{"schema": "migperf.cell/1", "sp')  # killed while writing line 2
+    said = []
+    assert drop_cut_tail(out, log=said.append)
+    assert out.read_text() == ok + "\n" and "line 2 was cut off" in said[0]
+    assert not drop_cut_tail(out, log=said.append) and len(said) == 1  # a complete file is left alone
+    assert pending_groups([[cell]], out) == []                         # the finished cell is not rerun
+    out.write_text(ok + "\nnot json\n" + ok + "\n")                    # damage in the middle: an error, file:line
+    with pytest.raises(ReportError, match="results.jsonl:2"):
+        pending_groups([[cell]], out)
