@@ -108,6 +108,7 @@ def test_ddp_run_killed_mid_epoch_resumes_exactly(tiny_root, tmp_path):
             "--set", "data.train_fraction=0.25", *[x for s in SETS for x in ("--set", s)]]
     res = kill_and_resume("ecrl.train", args, kill_at_step=3, workdir=tmp_path, nproc=2,
                           ignore_metrics=("time", "samples_per_s"))
+    print(res.summary())
     assert res.checkpoint_epoch == 1 and res.checkpoint_step == 2, res.summary()
     assert res.identical == res.total and res.optimizer_identical == res.optimizer_total, res.summary()
     assert res.metrics_equal, res.summary()
