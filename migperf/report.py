@@ -27,19 +27,25 @@ class ReportError(ValueError):
     pass
 
 
+def json_lines(p: Path):
+    """``(line number, record)`` for each non-blank line of a JSONL file; a line that is not JSON
+    is a :class:`ReportError` naming ``file:line``."""
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{p}:{n}: not a JSON record ({e})") from None
+
+
 def load_records(paths) -> list[dict]:
     recs = []
     for p in paths:
         p = Path(p)
         if not p.is_file():
             raise ReportError(f"results file not found: {p}")
-        for n, line in enumerate(p.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReportError(f"{p}:{n}: not a JSON record ({e})") from None
+        for n, r in json_lines(p):
             if r.get("schema") != "migperf.cell/1" or "spec" not in r or "status" not in r:
                 raise ReportError(f"{p}:{n}: not a migperf cell record (schema {r.get('schema')!r})")
             r["_file"] = str(p)
