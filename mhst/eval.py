@@ -32,11 +32,9 @@ from common.run import start_eval
 from common.runtime import autocast
 from common.tsg import Vocab, collate_tsg, evaluate, prior_predictions, random_predictions
 from common.tsg.baselines import bow_predictions
-from common.tsg.data import layout
 from common.tsg.dataset import to_device
 from common.tsg.decode import to_seconds
 from common.tsg.evaluate import evaluate_subsets, write_predictions
-from common.tsg.text import glove_vocab
 from mhst.config import DEFAULTS, RULES, uses_tree
 from mhst.data import load_data
 from mhst.model import build_model, decode
@@ -178,12 +176,10 @@ def plot_tree(path: Path, net, dataset, idx: list[int], device) -> Path:
     return path
 
 
-def baseline_predictions(data, cfg, seed: int, data_root, cache_dir: Path) -> dict[str, list[np.ndarray]]:
+def baseline_predictions(data, cfg, seed: int) -> dict[str, list[np.ndarray]]:
     """``random``, ``prior`` and ``bow`` predictions (seconds) for the test queries, fitted on the
-    training queries (common.tsg.baselines)."""
-    base, files = layout(cfg.data, data_root)
-    glove = glove_vocab(base / files["glove"], [q.sentence for q in data.train.queries],
-                        [q.sentence for q in data.test.queries], cache=cache_dir / "bow_glove.npy")
+    training queries' *moments* (common.tsg.baselines), which MHST never reads."""
+    glove = (data.vocab, data.embeddings)
     return {"random": random_predictions(data.test, 5, seed), "prior": prior_predictions(data.train, data.test, 5),
             "bow": bow_predictions(data.train, data.test, data.features, glove, num_clips=cfg.data.num_clips,
                                    resample_mode=cfg.data.resample)}
@@ -196,9 +192,8 @@ def main(argv=None) -> int:
         raise ConfigError(f"eval may only change eval.* keys (the rest is the trained run's): {bad}")
     ev = start_eval("mhst", args, DEFAULTS, RULES)
     cfg = ev.cfg
-    vocab_path = ev.checkpoint.parent.parent / "vocab.json"
-    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=Vocab.load(vocab_path) if vocab_path.is_file() else None,
-                     need_train_set=False, need_embeddings=False)
+    vocab = Vocab(ev.extra["vocab"]) if "vocab" in ev.extra else None
+    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False, log=ev.log)
     model = build_model(cfg, len(data.vocab), data.features.dim)
     ev.load_weights(model)
     net = model.net.to(ev.device).eval()
@@ -206,7 +201,7 @@ def main(argv=None) -> int:
     gts = np.array([[q.start, q.end] for q in data.test.queries])
     qids = [q.query_id for q in data.test.queries]
     metrics = evaluate(preds, gts)
-    base_preds = baseline_predictions(data, cfg, ev.seed, args.data_root, ev.out_dir)
+    base_preds = baseline_predictions(data, cfg, ev.seed)
     baselines = {b: evaluate(p, gts) for b, p in base_preds.items()}
     subsets = evaluate_subsets(preds, gts, data.subsets, query_ids=qids, baselines=base_preds) if data.subsets else None
     write_predictions(ev.path("predictions.jsonl"), qids, preds)

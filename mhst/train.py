@@ -38,10 +38,8 @@ def main(argv=None) -> int:
     log, dist = run.log, run.dist
 
     # ============================ data ============================
-    data = load_data(cfg, args.data_root, seed=args.seed)    # every file and glance checked before the run dir exists
+    data = load_data(cfg, args.data_root, seed=args.seed, log=log)  # every file and glance checked before the run dir exists
     run.open()                                               # run dir, lock, config/env record, train.log
-    if run.is_main:
-        data.vocab.save(run.run_dir / "vocab.json")
     loader = build_loader(data.train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=dist,
                           num_workers=cfg.train.num_workers, collate_fn=collate_tsg)
 
@@ -61,6 +59,7 @@ def main(argv=None) -> int:
 
     # =========================== resume ===========================
     start_epoch, step = run.resume(model=model, optimizer=opt, scheduler=sched, scaler=scaler)
+    extra = {"vocab": data.vocab.itos, "feat_dim": data.features.dim}  # what eval needs to rebuild the model
 
     # ============================ loop ============================
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
 
         # ============================ save ============================
         run.save(model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
-                 extra={"vocab_size": len(data.vocab), "feat_dim": data.features.dim})
+                 extra=extra)
         if args.stop_after_epoch == epoch + 1:
             log.info("--stop-after-epoch %d: stopping", epoch + 1)
             break
