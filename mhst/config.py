@@ -37,12 +37,15 @@ DEFAULTS = {
         "method": "mhst",          # mhst | viga: the ViGA-style peer baseline (same encoders, Gaussian clip-query loss, window decoder)
         "tree": "agglomerative",   # agglomerative | levels | none (none: no tree; leaf scores through the window decoder)
         "gamma": 1.0,              # RECONSTRUCTED: merge score s(a,b) = cos(h_a, h_b) * (r_a r_b)^gamma
-        "tau_merge": 0.3,          # RECONSTRUCTED: no merge below this score
+        "tau_merge": 0.0,          # RECONSTRUCTED: no merge below this score (0: adjacent kept leaves whose features point apart never merge)
         "k_max": 1,                # RECONSTRUCTED: merging stops once a video has this many roots
         "levels": 8,               # RECONSTRUCTED: tree=levels: rounds of parallel pairwise merges (2^8 = 256 >= 200 clips)
         "prune": True,             # the abstract: query-irrelevant nodes are removed before merging (they split segments)
         "tau_prune": 0.5,          # RECONSTRUCTED: leaves with relevance below this are pruned
-        "prune_rule": "absolute",  # RECONSTRUCTED: absolute (r < tau_prune) | relative (r < tau_prune * the video's max r)
+        "prune_rule": "relative",  # RECONSTRUCTED: relative (r < tau_prune * the video's max r) | absolute (r < tau_prune). Relative at 0.5:
+                                   # the relevance learned from a glance uniform inside the moment is the moment's box blurred by
+                                   # the Gaussian, whose half-maximum lies at the moment's edges; absolute 0.5 pruned 97 % of the
+                                   # leaves on the embedded set (short run, seed 0)
         "w_match": 1.0,            # RECONSTRUCTED: hypothesis score = mean leaf relevance + w_match * cross-modal match
         "sigma": 0.1,              # RECONSTRUCTED: width of the Gaussian around the glance, fraction of the clip grid
         "w_relevance": 1.0,        # RECONSTRUCTED: leaf relevance vs the glance Gaussian (BCE)

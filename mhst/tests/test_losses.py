@@ -92,6 +92,7 @@ def test_contrast_term_is_infonce_between_queries_and_glance_roots():
     assert float(parts["contrast"]) == pytest.approx(math.log(1 + math.exp(-1.0)), rel=1e-6)
     swapped = _out(qz=torch.eye(2, 4).flip(0))
     assert float(Objective(cfg, tree=True)(swapped, _batch())["contrast"]) == pytest.approx(math.log(1 + math.e), rel=1e-6)
+    assert float(parts["loss"]) == pytest.approx(cfg.w_contrast * math.log(1 + math.exp(-1.0)), rel=1e-6)  # in the total
     assert float(info_nce(torch.eye(1, 4), torch.eye(1, 4), 0.1)) == 0.0
 
 
