@@ -7,6 +7,8 @@ Writes into the run directory (or ``--out``):
   ``baseline_notes`` says so); per-subset metrics when the dataset names test subsets
   (``meta.json`` ``test_subsets``); tree statistics (roots per video, pruned leaves);
 * ``predictions.jsonl``: the ranked moments per query (``python -m common.tsg.evaluate`` re-scores it);
+* ``inference_ablations``: the same weights decoded without the tree (window decoder over the
+  leaf relevance) and without pruning (no retraining; the claim testbed retrains);
 * ``figures/predictions.png``: per test query, the leaf relevance over time, the pruning
   threshold, the roots (hypotheses) with their scores, the ground truth and the top-1 prediction;
 * ``figures/tree.png``: the merge history of a few test queries (every merged node at the step
@@ -64,6 +66,21 @@ def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = 
             leaves += int(batch["video_mask"].sum())
     stats = {"roots_per_query": float(np.mean(roots)), "pruned_leaf_fraction": pruned / max(leaves, 1)} if roots else {}
     return preds, stats
+
+
+def inference_ablations(net, dataset, cfg, device, gts, amp: bool = False) -> dict[str, dict[str, float]]:
+    """The trained MHST decoded without one part of the tree, same weights (no retraining; the
+    claim testbed retrains each variant): ``no_tree`` = the leaf relevance through the shared
+    window decoder; ``no_prune`` = the tree grown without pruning."""
+    mode, kw = net.tree_mode, dict(net.tree_kw)
+    out = {}
+    try:
+        for name, (m, k) in {"no_tree": ("none", kw), "no_prune": (mode, {**kw, "tau_prune": None})}.items():
+            net.tree_mode, net.tree_kw = m, k
+            out[name] = evaluate(predict(net, dataset, cfg, device, amp, show_progress=False)[0], gts)
+    finally:
+        net.tree_mode, net.tree_kw = mode, kw
+    return out
 
 
 def _iou(a, b) -> float:
@@ -201,6 +218,7 @@ def main(argv=None) -> int:
     gts = np.array([[q.start, q.end] for q in data.test.queries])
     qids = [q.query_id for q in data.test.queries]
     metrics = evaluate(preds, gts)
+    same_weights = inference_ablations(net, data.test_set, cfg, ev.device, gts, args.amp) if uses_tree(cfg) else {}
     base_preds = baseline_predictions(data, cfg, ev.seed)
     baselines = {b: evaluate(p, gts) for b, p in base_preds.items()}
     subsets = evaluate_subsets(preds, gts, data.subsets, query_ids=qids, baselines=base_preds) if data.subsets else None
@@ -217,10 +235,13 @@ def main(argv=None) -> int:
                      ablation={"method": cfg.mhst.method, "tree": cfg.mhst.tree if uses_tree(cfg) else "none",
                                "prune": bool(cfg.mhst.prune) if uses_tree(cfg) else None},
                      tree_stats=stats, train_fraction=cfg.data.train_fraction,
+                     **({"inference_ablations": same_weights} if same_weights else {}),
                      **({"subsets": subsets} if subsets else {}))
     ev.log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), method)
     for b, m in baselines.items():
         ev.log.info("baseline %s: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()), b)
+    for name, m in same_weights.items():
+        ev.log.info("same weights, %s: R1@0.5=%.2f R1@0.7=%.2f mIoU=%.2f", name, m["R1@0.5"], m["R1@0.7"], m["mIoU"])
     if stats:
         ev.log.info("tree: %.2f roots per query, %.1f%% of the leaves pruned", stats["roots_per_query"],
                     100 * stats["pruned_leaf_fraction"])

@@ -71,6 +71,7 @@ def test_train_eval_beats_random(tiny_root, tmp_path):
     assert set(res["subsets"]) == set(SUBSETS) and res["subsets"]["first_ten"]["n"] == 10
     assert set(res["subsets"]["odd"]["baselines"]) == {"random", "prior", "bow"}
     assert res["tree_stats"]["roots_per_query"] >= 1
+    assert set(res["inference_ablations"]) == {"no_tree", "no_prune"}  # the same weights decoded without a part
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 60 and len(json.loads(lines[0])["pred"]) >= 1
     for name in ("predictions.png", "tree.png"):
