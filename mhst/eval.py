@@ -112,7 +112,8 @@ def plot_predictions(path: Path, net, dataset, preds, idx: list[int], cfg, devic
         if "roots" in out:
             ax.plot(t, score, color="tab:gray", lw=1.2, marker=".", ms=3, label="leaf relevance r")
             if cfg.mhst.prune:
-                ax.axhline(cfg.mhst.tau_prune, color="tab:red", lw=0.8, ls=":", label="pruning threshold")
+                thr = cfg.mhst.tau_prune * (score.max() if cfg.mhst.prune_rule == "relative" else 1.0)
+                ax.axhline(thr, color="tab:red", lw=0.8, ls=":", label="pruning threshold")
             rt = out["roots"]
             sc = rt["score"][row].float().cpu().numpy()
             ok = rt["valid"][row].cpu().numpy()
