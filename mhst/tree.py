@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 MODES = ("agglomerative", "levels")
 _W_MIN = 1e-6  # smallest relevance weight (a relevance of exactly 0 would make a parent undefined)

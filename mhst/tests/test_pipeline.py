@@ -120,8 +120,8 @@ def test_training_reads_the_glance_never_the_train_moment(tiny_root, tmp_path):
 
 
 def test_glance_view_hides_the_moment_and_refuses_a_file_without_glances(tiny_root):
-    from mhst.config import DEFAULTS, RULES
     from common.config import load_config
+    from mhst.config import DEFAULTS, RULES
 
     cfg = load_config(None, SETS, DEFAULTS, RULES)
     data = mhst_data.load_data(cfg, tiny_root, seed=0)

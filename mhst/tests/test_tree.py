@@ -42,7 +42,7 @@ def _reference(h, r, m, tau_merge, k_max, tau_prune):
         kept = [i for i in range(n) if tau_prune is None or r[b, i] >= tau_prune] or [int(r[b, :n].argmax())]
         nodes = [[i, i] for i in kept]
 
-        def feat(nd):
+        def feat(nd, b=b):
             idx = list(range(nd[0], nd[1] + 1))
             w = r[b, idx].clamp_min(1e-6)
             return F.normalize((h[b, idx] * w[:, None]).sum(0) / w.sum(), dim=0), r[b, idx].mean()
