@@ -102,6 +102,9 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
     return rec
 
 
+# SHARED-CANDIDATE: this command line (device/amp/shapes/cpu-clips, the matmul peak per wall- and
+# per CPU-second, the per-shape print and write_bench) is ecrl/bench.py's nearly line for line; a
+# `common.tsg.bench.run_project_bench(project, bench_shape, cfg)` would serve both.
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
