@@ -11,8 +11,9 @@ or code are public):
   node feature, ``r`` its relevance (mean leaf relevance);
 * **parent** feature = the relevance-weighted mean of its leaves' features ("down-weighted by
   r"), relevance = the mean of its leaves' relevance;
-* **pruning**: leaves with ``r < tau_prune`` are removed before merging; a removed leaf is a
-  barrier, so it splits the segment around it (the video's most relevant leaf is never removed);
+* **pruning**: leaves with ``r < tau_prune`` (or, ``prune_relative``, ``r < tau_prune * max r`` of
+  the video) are removed before merging; a removed leaf is a barrier, so it splits the segment
+  around it (the video's most relevant leaf is never removed);
 * ``agglomerative``: repeatedly merge the best adjacent pair of each video (ties: the leftmost
   pair) while its score is ``>= tau_merge`` and the video has more than ``k_max`` roots;
   ``levels``: ``L`` rounds of parallel pairwise merges, like a segment tree: in round ``l`` the
