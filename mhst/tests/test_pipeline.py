@@ -134,7 +134,7 @@ def test_glance_view_hides_the_moment_and_refuses_a_file_without_glances(tiny_ro
 
 def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_root, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    few = ["data.train_fraction=0.25"]  # 36 queries: 5 steps per epoch
+    few = ["data.train_fraction=0.125"]  # 18 queries: 3 steps per epoch
     mhst_train.main(_args(tiny_root, full, epochs=2, extra=few))
     mhst_train.main(_args(tiny_root, cut, epochs=2, extra=few) + ["--stop-after-epoch", "1"])
     assert safe_load(cut / "checkpoints" / "last.pt")["epoch"] == 1
