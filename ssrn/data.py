@@ -17,10 +17,9 @@ import numpy as np
 import torch.distributed as dist
 
 from common.config import Config
-from common.data import DataFormatError
 from common.runtime import barrier
 from common.tsg.data import GroundingData, check_main, layout, load_grounding_data
-from common.tsg.text import Vocab, glove_vocab
+from common.tsg.text import Vocab
 from ssrn.config import DEFAULTS
 from ssrn.sampling import SiameseDataset
 
@@ -35,7 +34,7 @@ BOUNDARY_SET = {"subdir": "tsg_boundary", "seed": 0,
 class SSRNData:
     grounding: GroundingData           # annotations, features, subsets (common.tsg.data)
     vocab: Vocab
-    embeddings: np.ndarray | None      # [len(vocab), word_dim]; None at eval (the checkpoint holds them)
+    embeddings: np.ndarray             # [len(vocab), word_dim] frozen GloVe rows (eval: the checkpoint's replace them)
     train_set: SiameseDataset | None
     test_set: SiameseDataset
 
@@ -69,29 +68,23 @@ def datasets(cfg: Config, g: GroundingData, vocab: Vocab, seed: int, need_train_
 
 
 def load_data(cfg: Config, root: str | Path | None = None, *, seed: int = 0, vocab: Vocab | None = None,
-              need_train_set: bool = True, glove_cache: str | Path | None = None) -> SSRNData:
+              need_train_set: bool = True, glove_cache: str | Path | None = None, log=None) -> SSRNData:
     """Everything read and checked before a model is built. Training (``vocab=None``): the
     vocabulary is the train words plus every test word the GloVe file has (``glove_vocab``; test
     sentences only, never their moments), with their frozen vectors. Eval passes the run's
-    vocabulary and needs no GloVe (the checkpoint holds the vectors)."""
-    g = load_grounding_data(cfg, root, seed=seed, vocab=vocab, need_train_set=False, need_embeddings=False, hint=HINT)
-    emb = None
-    if vocab is None:
-        base, files = layout(cfg.data, root)
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if rank != 0:
-            barrier()  # rank 0 reads GloVe and writes the cache; the others then read the cache
-        try:
-            vocab, emb = glove_vocab(base / files["glove"], [q.sentence for q in g.train.queries],
-                                     [q.sentence for q in g.test.queries], cfg.data.min_word_freq, cache=glove_cache)
-        finally:
-            if rank == 0:
-                barrier()  # also on an error: the other ranks then meet it themselves instead of waiting
-        if emb.shape[1] != cfg.model.word_dim:
-            raise DataFormatError(f"{base / files['glove']}: {emb.shape[1]}-d vectors but the model expects "
-                                  f"{cfg.model.word_dim}-d (model.word_dim)")
+    vocabulary (its vectors are read from the GloVe file again; the checkpoint also holds them)."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank != 0 and glove_cache is not None:
+        barrier()  # rank 0 reads GloVe and writes the cache; the others then read the cache
+    try:
+        g = load_grounding_data(cfg, root, seed=seed, word_dim=cfg.model.word_dim, vocab=vocab,
+                                glove_cache=glove_cache, need_train_set=False, hint=HINT, log=log)
+    finally:
+        if rank == 0 and glove_cache is not None:
+            barrier()  # also on an error: the other ranks then meet it themselves instead of waiting
+    vocab = g.vocab
     train, test = datasets(cfg, g, vocab, seed, need_train_set)
-    return SSRNData(g, vocab, emb, train, test)
+    return SSRNData(g, vocab, g.embeddings, train, test)
 
 
 def generate_boundary_set(root: str | Path | None = None, subdir: str = BOUNDARY_SET["subdir"],

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     cfg = ev.cfg
     validate(cfg)
     vocab = Vocab(ev.extra["vocab"])
-    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False)
+    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False, log=ev.log)
     net = ev.load_weights(build_model(cfg, len(vocab), data.features.dim)).to(ev.device).eval()
     preds, oracle = predict(net, data.test_set, cfg, ev.device, args.amp)
     gts = np.array([[q.start, q.end] for q in data.test.queries])

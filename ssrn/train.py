@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     # ============================ data ============================
     cache = runs_root(args.runs_root) / "ssrn" / "cache" / f"{cfg.data.subdir.replace('/', '_')}_glove_vocab.npy"
-    data = load_data(cfg, args.data_root, seed=args.seed, glove_cache=cache)  # every file checked first
+    data = load_data(cfg, args.data_root, seed=args.seed, glove_cache=cache, log=log)  # every file checked first
     run.open()                                                                  # run dir, lock, record, train.log
     loader = build_loader(data.train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=dist,
                           num_workers=cfg.train.num_workers, collate_fn=collate_tsg)

@@ -14,9 +14,9 @@ import torch
 
 from common.checkpoint import safe_load
 from common.data import DatasetNotFoundError
+from common.datacheck import DataCheckError
 from common.runtime import NonFiniteError
 from common.testing import kill_and_resume, torchrun
-from common.tsg import BadRecordError, MissingVideoError
 from common.tsg.synthetic import generate
 from ssrn import data as ssrn_data
 from ssrn import eval as ssrn_eval
@@ -126,7 +126,7 @@ def test_bad_data_fails_before_anything_is_written(tiny_root, tmp_path, capsys):
     base = root / "tsg_synthetic"
     with h5py.File(base / "features.h5", "a") as f:
         del f["SYN00003"]
-    with pytest.raises(MissingVideoError, match="SYN00003"):
+    with pytest.raises(DataCheckError, match="features.h5: SYN00003: no features"):
         ssrn_train.main(_args(root, 1, run_dir=tmp_path / "r1"))
     assert not (tmp_path / "r1").exists()
     assert ssrn_data.main(["--data-root", str(root), "--set", "data.subdir=tsg_synthetic"]) == 2
@@ -144,7 +144,7 @@ def test_bad_data_fails_before_anything_is_written(tiny_root, tmp_path, capsys):
     head, sentence = lines[4].split("##", 1)
     lines[4] = f"{head.split()[0]} 9.0 3.0##{sentence}"   # end before start
     (base / "charades_sta_train.txt").write_text("\n".join(lines) + "\n")
-    with pytest.raises(BadRecordError, match="line 5"):
+    with pytest.raises(DataCheckError, match="charades_sta_train.txt.*line 5"):
         ssrn_train.main(_args(root, 1, run_dir=tmp_path / "r3"))
     assert not (tmp_path / "r3").exists()
     (base / "glove.txt").unlink()
