@@ -62,6 +62,11 @@ def test_shapes_padding_and_one_shared_backbone():
     for k in ("start", "end", "inside", "hidden"):
         torch.testing.assert_close(out[k][:, 2], out[k][:, 0], rtol=0, atol=1e-5)
         assert (out[k][:, 1] - out[k][:, 0]).abs().max() > 1e-3, k
+    # each sequence, run alone with its own query, gets what the batched forward gave it
+    for s in range(M):
+        alone = _fwd(net, {k: (v[:, s:s + 1] if k in ("video", "video_mask", "times") else v) for k, v in bt.items()})
+        for k in ("start", "end", "inside"):
+            torch.testing.assert_close(alone[k][:, 0], out[k][:, s], rtol=0, atol=1e-5)
 
 
 def test_anchor_predictions_do_not_depend_on_siamese_inputs():
