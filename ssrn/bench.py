@@ -113,6 +113,8 @@ def bench_infer(cfg, shape, device, amp: bool, iters: int) -> float:
     return shape["batch"] / time_fn(infer, device, warmup=1, iters=max(iters, 3))
 
 
+# SHARED-CANDIDATE: this parser and the CPU/wall matmul-peak pair below are ecrl/bench.py's too; a
+# common.tsg.bench.bench_parser() + peak_pair() would hold them once.
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")

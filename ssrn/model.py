@@ -141,6 +141,8 @@ class SiameseFusion(nn.Module):
 
 # RECONSTRUCTED: the abstract's soft boundary labels imply a start/end boundary-probability head
 # (proposal-free); an inside (foreground) logit is added as in VSLNet's highlighting.
+# SHARED-CANDIDATE: the same start/end/inside head (conv + linear, padding masked) is ecrl's
+# GroundingHead; one copy in common/tsg (e.g. common.tsg.heads.BoundaryHead) would serve both.
 class BoundaryHead(nn.Module):
     """Per clip a start, an end and an inside logit; padding clips get a very negative start/end."""
 
