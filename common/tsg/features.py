@@ -140,20 +140,27 @@ class FeatureStore:
             raise DataFormatError(f"{self.path}: features are {self.dim}-d but the config says {dim}-d")
 
 
-def resample(feats: np.ndarray, num_clips: int, mode: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+def resample(feats: np.ndarray, num_clips: int, mode: str = "mean", offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Resample ``[T, D]`` to ``[num_clips, D]`` and a validity mask.
 
     ``T >= num_clips``: ``mean`` averages the frames of each of ``num_clips`` bins with edges
     ``round(linspace(0, T, num_clips + 1))`` (MMN/VSLNet practice; an empty bin takes its single
-    nearest frame), ``uniform`` takes frames ``round(linspace(0, T - 1, num_clips))``; the mask is
-    all true. ``T < num_clips`` (short video): the ``T`` frames are kept in order, zero-padded,
+    nearest frame), ``uniform`` takes frames ``round(linspace(0, T - 1, num_clips) + offset * step)``
+    with ``step = (T - 1) / (num_clips - 1)``, clipped to ``[0, T - 1]``: ``offset`` (uniform mode
+    only) shifts every sampled position by that fraction of a step (SSRN's siamese sampling: a
+    random sub-step offset in training, ``0`` at test; ``+-0.5`` picks the frames half-way between
+    the ``offset=0`` ones); the mask is all true. ``T < num_clips`` (short video): the ``T`` frames are kept in order, zero-padded,
     and the mask marks the first ``T`` clips; the valid prefix spans the whole duration, i.e. valid
-    clip ``i`` of ``n`` covers the fractions ``[i/n, (i+1)/n)``.
+    clip ``i`` of ``n`` covers the fractions ``[i/n, (i+1)/n)``; ``offset`` has nothing to shift then.
     """
     if feats.ndim != 2:
         raise ValueError(f"resample expects [T, D], got shape {feats.shape}")
     if mode not in ("mean", "uniform"):
         raise ValueError(f"resample mode must be 'mean' or 'uniform', got {mode!r}")
+    if offset != 0.0 and mode != "uniform":
+        raise ValueError(f"resample: offset={offset} applies to mode 'uniform' only (mode {mode!r})")
+    if not np.isfinite(offset):
+        raise ValueError(f"resample: offset must be finite, got {offset}")
     t, d = feats.shape
     out = np.zeros((num_clips, d), dtype=np.float32)
     mask = np.zeros(num_clips, dtype=bool)
@@ -163,7 +170,10 @@ def resample(feats: np.ndarray, num_clips: int, mode: str = "mean") -> tuple[np.
         return out, mask
     mask[:] = True
     if mode == "uniform":
-        idx = np.round(np.linspace(0, t - 1, num_clips)).astype(np.int64)
+        pos = np.linspace(0, t - 1, num_clips)
+        if offset != 0.0:
+            pos = pos + offset * (t - 1) / max(num_clips - 1, 1)
+        idx = np.clip(np.round(pos), 0, t - 1).astype(np.int64)
         return feats[idx].astype(np.float32, copy=True), mask
     edges = np.round(np.linspace(0, t, num_clips + 1)).astype(np.int64)
     csum = np.concatenate([np.zeros((1, d), dtype=np.float64), np.cumsum(feats, axis=0, dtype=np.float64)])

@@ -95,3 +95,22 @@ def test_resample_mean_preserves_the_average():
     out, _ = resample(x, 16)
     edges = np.round(np.linspace(0, 97, 17)).astype(int)
     np.testing.assert_allclose((out * np.diff(edges)[:, None]).sum(0) / 97, x.mean(0), atol=1e-5)
+
+
+def test_resample_uniform_offset_picks_the_frames_between():
+    """SSRN's siamese sampling: ``offset`` shifts the uniform positions by a fraction of a step
+    (exact frame indices on a video whose features are their own index)."""
+    x = np.arange(31, dtype=np.float32)[:, None]  # 31 frames, 4 clips: step 10, positions 0, 10, 20, 30
+    idx = lambda off: resample(x, 4, "uniform", offset=off)[0][:, 0].tolist()
+    assert idx(0.0) == [0, 10, 20, 30] == resample(x, 4, "uniform")[0][:, 0].tolist()
+    assert idx(0.5) == [5, 15, 25, 30]            # half a step later; the last one is clipped to T - 1
+    assert idx(-0.5) == [0, 5, 15, 25]            # half a step earlier; the first one clipped to 0
+    assert idx(0.26) == [3, 13, 23, 30]           # round(10 * 0.26) = 3
+    assert idx(-0.04) == [0, 10, 20, 30]          # less than half a frame: the same frames
+    out, mask = resample(x[:3], 5, "uniform", offset=0.5)  # a short video keeps its frames; nothing to shift
+    np.testing.assert_array_equal(out[:, 0], [0, 1, 2, 0, 0])
+    assert mask.tolist() == [True, True, True, False, False]
+    with pytest.raises(ValueError, match="uniform"):
+        resample(x, 4, "mean", offset=0.5)
+    with pytest.raises(ValueError, match="finite"):
+        resample(x, 4, "uniform", offset=float("nan"))
