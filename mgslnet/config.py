@@ -39,7 +39,7 @@ DEFAULTS = {
         "slots": 128,               # RECONSTRUCTED: K slots per domain (the abstract gives no K; a 64-512 sweep is plausible)
         "tau": 0.1,                 # RECONSTRUCTED: temperature of the cosine read softmax(cos(h, M) / tau)
         "usage_momentum": 0.99,     # RECONSTRUCTED: EMA of each slot's read mass during training (a diagnostic buffer)
-        "w_align": 0.5,             # RECONSTRUCTED: weight of the cross-modal alignment of the memory reads ("shared semantics")
+        "w_align": 0.1,             # RECONSTRUCTED: weight of the cross-modal alignment of the memory reads ("shared semantics")
         "align_tau": 0.1,           # RECONSTRUCTED: temperature of the alignment's in-batch contrast
         # --- heterogeneous attention (the abstract: integrates both domains' memory-enhanced features) ---
         "hetero": True,             # RECONSTRUCTED form: co-attention both ways + fusion; false: concatenation with the mean query
@@ -47,6 +47,7 @@ DEFAULTS = {
         "w_reg": 1.0,               # RECONSTRUCTED: smooth-L1 on the per-clip distances to start and end
         "w_iou": 1.0,               # RECONSTRUCTED: IoU loss of each inside clip's regressed span
         "w_conf": 1.0,              # RECONSTRUCTED: BCE of the per-clip confidence (target: the clip lies in the moment)
+        "conf_target": "inside",    # RECONSTRUCTED: inside (1 on the moment's clips) | centerness (FCOS; DRN ranks by centre-ness too): the top clip is the one whose regression is most reliable
         "reg_beta": 0.02,           # RECONSTRUCTED: smooth-L1 transition, fraction of the video (about one clip at 64 clips)
     },
     "train": {
@@ -91,6 +92,7 @@ RULES = {
     "mgsl.w_iou": Range(min=0.0),
     "mgsl.w_conf": Range(min=0.0),
     "mgsl.reg_beta": Range(min=0.0, open_min=True),
+    "mgsl.conf_target": ("inside", "centerness"),
     "train.epochs": Range(min=1),
     "train.batch_size": Range(min=1),
     "train.lr": Range(min=0.0, open_min=True),

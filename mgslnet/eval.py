@@ -17,7 +17,6 @@ the run directory (or ``--out``):
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,20 +75,16 @@ def rare_and_common(cfg, data, qids: list[int]) -> tuple[dict[str, list[int]], s
     return {"rare": rare, "common": [q for q in qids if q not in rs]}, src
 
 
-def _vocab_path(ev) -> Path:
-    for d in (ev.run_dir, ev.checkpoint.parent.parent, ev.checkpoint.parent):
-        if d is not None and (Path(d) / "vocab.json").is_file():
-            return Path(d) / "vocab.json"
-    raise DatasetNotFoundError(f"no vocab.json for {ev.checkpoint} (training writes it into the run directory); "
-                               f"looked in {ev.run_dir}, {ev.checkpoint.parent.parent} and {ev.checkpoint.parent}")
-
-
 def main(argv=None) -> int:
     args, _ = parse(eval_parser(__doc__, default_config("mgslnet")), argv, DEFAULTS, RULES)
     ev = start_eval("mgslnet", args, DEFAULTS, RULES)  # checkpoint; its config + eval's --set; its seed
     cfg, log, device = ev.cfg, ev.log, ev.device
-    vocab = Vocab.load(_vocab_path(ev))
-    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False)
+    if "vocab" not in ev.extra:
+        raise DatasetNotFoundError(f"{ev.checkpoint}: no vocabulary in the checkpoint (extra['vocab']); "
+                                   f"it was not written by mgslnet.train")
+    vocab = Vocab(ev.extra["vocab"])
+    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False, log=ev.log,
+                     glove_cache=cfg.train.glove_cache or None)
     model = ev.load_weights(build_model(cfg, len(vocab), data.features.dim)).to(device).eval()
     preds, slot_mass = predict(model, data.test_set, cfg, device, args.amp)
     test, train = data.test, data.train

@@ -56,9 +56,18 @@ def regression_losses(dist: torch.Tensor, start: torch.Tensor, end: torch.Tensor
     return (l1 * w).sum() / n, ((1.0 - iou) * w).sum() / n
 
 
-def confidence_loss(conf: torch.Tensor, inside: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
-    """BCE of each valid clip's confidence against the moment's clips (mean over valid clips)."""
-    bce = F.binary_cross_entropy_with_logits(conf.float(), inside.float(), reduction="none")
+def centerness(start: torch.Tensor, end: torch.Tensor, video_mask: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """FCOS's centerness of each clip in its moment, sqrt(min(l, r) / max(l, r)) with l, r the true
+    distances from the clip centre to start and end (clamped at 0); 0 outside the moment [B, T]."""
+    c = clip_centres(video_mask).nan_to_num(0.0)
+    l, r = (c - start.float()[:, None]).clamp_min(0.0), (end.float()[:, None] - c).clamp_min(0.0)
+    ctr = torch.sqrt(torch.minimum(l, r) / torch.maximum(l, r).clamp_min(1e-6))
+    return torch.where(inside, ctr, torch.zeros_like(ctr))
+
+
+def confidence_loss(conf: torch.Tensor, target: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+    """BCE of each valid clip's confidence against its target in [0, 1] (mean over valid clips)."""
+    bce = F.binary_cross_entropy_with_logits(conf.float(), target.float(), reduction="none")
     return (bce * video_mask).sum() / video_mask.sum().clamp_min(1)
 
 
@@ -95,12 +104,14 @@ class Objective(nn.Module):
         self.w = {k: float(mgsl[f"w_{k}"]) for k in ("reg", "iou", "conf", "align")}
         self.beta = float(mgsl.reg_beta)
         self.align_tau = float(mgsl.align_tau)
+        self.conf_target = mgsl.conf_target
 
     def forward(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         vm, wm = batch["video_mask"], batch["word_mask"]
         inside = moment_clips(batch["start"], batch["end"], vm)
         reg, iou = regression_losses(out["dist"], batch["start"], batch["end"], vm, inside, self.beta)
-        parts = {"reg": reg, "iou": iou, "conf": confidence_loss(out["conf"], inside, vm)}
+        target = centerness(batch["start"], batch["end"], vm, inside) if self.conf_target == "centerness" else inside
+        parts = {"reg": reg, "iou": iou, "conf": confidence_loss(out["conf"], target, vm)}
         parts["align"] = align_loss(out, inside, vm, wm, self.align_tau) if self.w["align"] > 0 else reg.new_zeros(())
         parts["loss"] = sum(self.w[k] * parts[k] for k in ("reg", "iou", "conf", "align"))
         return parts

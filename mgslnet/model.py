@@ -85,7 +85,7 @@ class VideoEncoder(nn.Module):
     def __init__(self, feat_dim: int, d: int, heads: int, kind: str, layers: int, dropout: float,
                  max_clips: int = 512):
         super().__init__()
-        self.proj = nn.Sequential(nn.LayerNorm(feat_dim), nn.Linear(feat_dim, d), nn.Dropout(dropout))
+        self.proj = nn.Sequential(nn.Linear(feat_dim, d), nn.Dropout(dropout))
         self.register_buffer("pos", sinusoid(max_clips, d), persistent=False)
         self.kind = kind
         self.enc = BiGRU(d, layers, dropout) if kind == "gru" else encoder(d, heads, layers, dropout)

@@ -37,10 +37,9 @@ def main(argv=None) -> int:
     log, dist = run.log, run.dist
 
     # ============================ data ============================
-    data = load_data(cfg, args.data_root, seed=args.seed, glove_cache=cfg.train.glove_cache)  # checked before the run dir exists
+    data = load_data(cfg, args.data_root, seed=args.seed, glove_cache=cfg.train.glove_cache or None,
+                     log=log)                                    # every file checked before the run dir exists
     run.open()                                                   # run dir, lock, config/env record, train.log
-    if run.is_main:
-        data.vocab.save(run.run_dir / "vocab.json")
     loader = build_loader(data.train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=dist,
                           num_workers=cfg.train.num_workers, collate_fn=collate_tsg)
 
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
 
         # ============================ save ============================
         run.save(model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
-                 extra={"vocab_size": len(data.vocab), "feat_dim": data.features.dim})
+                 extra={"vocab": data.vocab.itos, "feat_dim": data.features.dim})  # what eval needs to rebuild the model
         if args.stop_after_epoch == epoch + 1:
             log.info("--stop-after-epoch %d: stopping", epoch + 1)
             break
