@@ -17,7 +17,6 @@ the run directory (or ``--out``):
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

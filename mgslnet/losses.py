@@ -60,8 +60,8 @@ def centerness(start: torch.Tensor, end: torch.Tensor, video_mask: torch.Tensor,
     """FCOS's centerness of each clip in its moment, sqrt(min(l, r) / max(l, r)) with l, r the true
     distances from the clip centre to start and end (clamped at 0); 0 outside the moment [B, T]."""
     c = clip_centres(video_mask).nan_to_num(0.0)
-    l, r = (c - start.float()[:, None]).clamp_min(0.0), (end.float()[:, None] - c).clamp_min(0.0)
-    ctr = torch.sqrt(torch.minimum(l, r) / torch.maximum(l, r).clamp_min(1e-6))
+    left, right = (c - start.float()[:, None]).clamp_min(0.0), (end.float()[:, None] - c).clamp_min(0.0)
+    ctr = torch.sqrt(torch.minimum(left, right) / torch.maximum(left, right).clamp_min(1e-6))
     return torch.where(inside, ctr, torch.zeros_like(ctr))
 
 

@@ -22,11 +22,11 @@ def _cfg(*extra):
     return load_config(None, [*SMALL, *extra], DEFAULTS, RULES)
 
 
-def _batch(b=3, t=8, l=6, feat=12, vocab=20, seed=0):
+def _batch(b=3, t=8, n_words=6, feat=12, vocab=20, seed=0):
     g = torch.Generator().manual_seed(seed)
-    wm = torch.arange(l)[None] < torch.tensor([l, 4, 2][:b])[:, None]
+    wm = torch.arange(n_words)[None] < torch.tensor([n_words, 4, 2][:b])[:, None]
     return {"video": torch.randn(b, t, feat, generator=g), "video_mask": torch.ones(b, t, dtype=torch.bool),
-            "words": torch.randint(2, vocab, (b, l), generator=g) * wm, "word_mask": wm,
+            "words": torch.randint(2, vocab, (b, n_words), generator=g) * wm, "word_mask": wm,
             "start": torch.tensor([0.1, 0.5, 0.0][:b]), "end": torch.tensor([0.4, 0.9, 0.2][:b])}
 
 
@@ -114,14 +114,14 @@ def test_alignment_loss_rewards_reads_that_return_the_other_domain():
     """L_align is low when each moment clip's video-memory read is its own query's feature and
     the query-memory read is its own moment's feature, high when the pairs are crossed."""
     torch.manual_seed(0)
-    b, t, l, d = 4, 6, 3, 16
-    vm, wm = torch.ones(b, t, dtype=torch.bool), torch.ones(b, l, dtype=torch.bool)
+    b, t, nw, d = 4, 6, 3, 16
+    vm, wm = torch.ones(b, t, dtype=torch.bool), torch.ones(b, nw, dtype=torch.bool)
     inside = torch.zeros(b, t, dtype=torch.bool)
     inside[:, 1:3] = True
-    q_al, v_al = torch.randn(b, l, d), torch.randn(b, t, d)
+    q_al, v_al = torch.randn(b, nw, d), torch.randn(b, t, d)
     q_bar, v_bar = q_al.mean(1), v_al[:, 1:3].mean(1)
     good = {"q_aligned": q_al, "v_aligned": v_al, "v_read": q_bar[:, None].expand(b, t, d).clone(),
-            "q_read": v_bar[:, None].expand(b, l, d).clone()}
+            "q_read": v_bar[:, None].expand(b, nw, d).clone()}
     perm = torch.tensor([1, 2, 3, 0])
     bad = dict(good, v_read=good["v_read"][perm], q_read=good["q_read"][perm])
     lg, lb = align_loss(good, inside, vm, wm, 0.1), align_loss(bad, inside, vm, wm, 0.1)
@@ -198,7 +198,7 @@ def test_padding_changes_no_output(extra):
     """A video padded with garbage clips (video_mask false) and a query padded with garbage word
     ids (word_mask false) give the same outputs on the valid clips."""
     net = _net(*extra)
-    b = _batch(b=1, t=6, l=4)
+    b = _batch(b=1, t=6, n_words=4)
     padded = {"video": torch.cat([b["video"], 9 * torch.randn(1, 3, 12)], 1),
               "video_mask": torch.cat([b["video_mask"], torch.zeros(1, 3, dtype=torch.bool)], 1),
               "words": torch.cat([b["words"], torch.tensor([[5, 7]])], 1),

@@ -13,9 +13,9 @@ import torch
 
 from common.checkpoint import safe_load
 from common.data import DatasetNotFoundError
-from common.runtime import NonFiniteError
+from common.datacheck import DataCheckError
+from common.runtime import NonFiniteLossError
 from common.testing import kill_and_resume, torchrun
-from common.tsg import BadRecordError, MissingVideoError
 from common.tsg.synthetic import generate
 from mgslnet import data as mgsl_data
 from mgslnet import eval as mgsl_eval
@@ -60,15 +60,16 @@ def test_train_eval_beats_the_baselines_with_rare_and_common(tiny_root, tmp_path
     res = _eval(tiny_root, run_dir)
     m, base = res["metrics"], res["baselines"]
     assert res["project"] == "mgslnet" and res["num_queries"] == 80 and set(base) == {"bow", "prior", "random"}
-    assert m["R1@0.5"] > base["random"]["R1@0.5"] + 25 and m["mIoU"] > base["random"]["mIoU"] + 15, (m, base)
-    assert m["R1@0.5"] > base["prior"]["R1@0.5"] + 15, (m, base)
+    # measured (seed 0, 10 epochs): R1@0.5 37-46, mIoU 32-37; random 5.0 / 14.4, prior 13.8 / 17.3
+    assert m["R1@0.5"] > base["random"]["R1@0.5"] + 20 and m["mIoU"] > base["random"]["mIoU"] + 12, (m, base)
+    assert m["R1@0.5"] > base["prior"]["R1@0.5"] + 15 and m["mIoU"] > base["prior"]["mIoU"] + 10, (m, base)
     # all / rare / common: meta.json's rare subset and its complement, with the baselines on the same queries
     meta = json.loads((tiny_root / "tsg_longtail" / "meta.json").read_text())
     subs = res["subsets"]
     assert res["rare_source"] == "meta" and subs["rare"]["n"] == len(meta["test_rare_query_ids"])
     assert subs["rare"]["n"] + subs["common"]["n"] == 80 and subs["first_ten"]["n"] == 10
     assert set(subs["rare"]["baselines"]) == {"bow", "prior", "random"}
-    assert res["ablation"] == {"interaction": "gcn", "memory": "both", "w_align": 0.5, "hetero": True}
+    assert res["ablation"] == {"interaction": "gcn", "memory": "both", "w_align": 0.1, "hetero": True}
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 80 and len(json.loads(lines[0])["pred"]) == 5
     for fig in ("predictions", "memory", "subsets"):
@@ -135,14 +136,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, 
 
     monkeypatch.setattr(Objective, "forward", poisoned)
     run_dir = tmp_path / "nan"
-    with pytest.raises(NonFiniteError, match="epoch 1 step 4"):
+    with pytest.raises(NonFiniteLossError, match="epoch 1 step 4"):
         mgsl_train.main(_args(tiny_root, 3, run_dir, extra=FEW))
     st = safe_load(run_dir / "checkpoints" / "last.pt")
     assert st["epoch"] == 1 and all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
-    assert "training stopped: NonFinite" in (run_dir / "train.log").read_text()
 
 
 def test_bad_data_fails_before_anything_is_written(tiny_root, tmp_path, capsys):
+    """A missing video, NaN features and a reversed moment: one error naming each file and record,
+    raised before the run directory exists; the checker (python -m mgslnet.data) says the same."""
     root = tmp_path / "broken"
     d = root / "tsg_longtail"
     shutil.copytree(tiny_root / "tsg_longtail", d)
@@ -152,21 +154,18 @@ def test_bad_data_fails_before_anything_is_written(tiny_root, tmp_path, capsys):
         x[1, 0] = np.nan
         del f["SYN00005"]
         f["SYN00005"] = x
-    with pytest.raises(MissingVideoError, match="SYN00003"):
-        mgsl_train.main(_args(root, 1, tmp_path / "r1"))
-    assert not (tmp_path / "r1").exists()
-    assert mgsl_data.main(["--data-root", str(root)]) == 2 and "SYN00003" in capsys.readouterr().err
-    with h5py.File(d / "features.h5", "a") as f:
-        f["SYN00003"] = np.ones((10, 16), np.float32)
-    assert mgsl_data.main(["--data-root", str(root)]) == 2
-    assert "'SYN00005': 1 clip(s) have NaN/Inf" in capsys.readouterr().err
     lines = (d / "charades_sta_train.txt").read_text().splitlines()
-    vid = lines[6].split()[0]
-    lines[6] = f"{vid} 9.0 3.0##a reversed moment"
+    lines[6] = f"{lines[6].split()[0]} 9.0 3.0##a reversed moment"
     (d / "charades_sta_train.txt").write_text("\n".join(lines) + "\n")
-    with pytest.raises(BadRecordError, match=r"charades_sta_train\.txt.*line 7"):
-        mgsl_train.main(_args(root, 1, tmp_path / "r2"))
-    assert not (tmp_path / "r2").exists()
+    with pytest.raises(DataCheckError) as e:  # every problem at once, each with its file and record
+        mgsl_train.main(_args(root, 1, tmp_path / "r1", extra=["data.check=full"]))
+    msg = str(e.value)
+    assert "SYN00003: no features for this id" in msg and "SYN00005" in msg and "charades_sta_train.txt" in msg, msg
+    assert "line 7" in msg, msg
+    assert not (tmp_path / "r1").exists()
+    assert mgsl_data.main(["--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "SYN00003" in err and "SYN00005" in err and "NaN" in err and "line 7" in err
     (d / "glove.txt").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"MISSING .*glove\.txt"):
         mgsl_train.main(_args(root, 1, tmp_path / "r3"))
