@@ -227,3 +227,14 @@ def test_config_rules():
         _cfg("mgsl.tau=0")
     with pytest.raises(ValueError, match="even"):
         build_model(_cfg("model.d=15"), 20, 12)
+
+
+def test_every_claim_variant_is_a_valid_config_that_switches_one_component():
+    from common.data import REPO_ROOT
+    from mgslnet.claim import VARIANTS
+
+    full = load_config(REPO_ROOT / "mgslnet" / "configs" / f"{VARIANTS['full'].config}.yaml", [], DEFAULTS, RULES)
+    for name, v in VARIANTS.items():
+        cfg = load_config(REPO_ROOT / "mgslnet" / "configs" / f"{v.config}.yaml", list(v.overrides), DEFAULTS, RULES)
+        changed = {k for k in full.mgsl.to_dict() if cfg.mgsl[k] != full.mgsl[k]}
+        assert len(changed) == (0 if name == "full" else 1), (name, changed)
