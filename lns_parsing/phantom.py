@@ -9,8 +9,8 @@ The stations partition the mediastinal fat: the non-organ voxels inside a medias
 A station is decided by rules on landmarks of the *defining* organs (:data:`DEFINING`): sternum
 top, aortic-arch top and bottom, carina, azygos lower border, left-PA upper rim, the trachea's
 midline, left, anterior and posterior walls, the bronchi's span and the oesophagus. Fat no rule
-claims takes the nearest claimed voxel's station. The other 13 organs are distractors: they move
-independently of every station boundary.
+claims (hilar levels; stations 9-14 are not among the 12) stays background. The other 13 organs
+are distractors: they move independently of every station boundary.
 
 Every station has one HU distribution (fat), so appearance cannot name a station; organ context
 can. Per patient: scale, organ offsets (non-anchors relative to their anchor, plus their own
@@ -180,8 +180,9 @@ def landmarks(organs: np.ndarray, X, Y, Z) -> dict:
 
 
 def station_rules(fat: np.ndarray, lm: dict, X, Y, Z, esophagus: np.ndarray) -> np.ndarray:
-    """Station index + 1 per fat voxel (0 outside the fat); first matching rule wins, unclaimed fat
-    takes the nearest claimed voxel's station."""
+    """Station index + 1 per fat voxel (0 elsewhere); the first matching rule wins. Fat no rule
+    claims (the hilar levels: right between the azygos and the carina, left between the left PA and
+    the carina, in front of the bronchi) belongs to stations outside the 12 and stays 0."""
     S = {n: i + 1 for i, n in enumerate(STATIONS)}
     lab = np.zeros(fat.shape, np.uint8)
 
@@ -205,10 +206,6 @@ def station_rules(fat: np.ndarray, lm: dict, X, Y, Z, esophagus: np.ndarray) -> 
           & (Y <= lm["y_trachea_ant"] + 10), S["7"])                                 # subcarinal
     near_eso = ndimage.distance_transform_edt(~esophagus, sampling=SPACING) <= 25.0
     claim((Z < lm["z_bronchi_low"]) & near_eso, S["8"])                              # paraesophageal
-    rest = fat & (lab == 0)
-    if rest.any():
-        idx = ndimage.distance_transform_edt(lab == 0, sampling=SPACING, return_distances=False, return_indices=True)
-        lab[rest] = lab[tuple(i[rest] for i in idx)]
     return lab
 
 
