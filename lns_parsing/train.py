@@ -108,7 +108,7 @@ def fit(run, stage: str, cfg, inputs, targets, n_classes: int, steps: int, gated
         means = {k: all_reduce_mean(v / max(nb, 1), run.device) for k, v in sums.items()}
         dt = time.perf_counter() - t0
         if model.gate is not None:
-            means["gate_max"] = float(model.gate.gates().max())
+            means["gate_max"] = float(model.gate.gates().detach().max())
         run.metrics.log(step, stage, epoch=epoch + 1, lr=sched.get_last_lr()[0], s_per_step=dt / max(nb, 1), **means)
         log.info("[%s] epoch %d/%d step %d loss %.4f (%.1fs)", stage, epoch + 1, epochs, step, means["loss"], dt)
 
