@@ -29,7 +29,6 @@ DEFAULTS = {
         "filters": [8, 16, 32, 64, 128],  # RECONSTRUCTED: DynUNet 5 levels (nnU-Net 3d_fullres has 32..320; CPU budget)
         "strides": [1, 2, 2, 2, 2],
         "norm": "instance",            # nnU-Net's default
-        "deep_supervision": False,     # RECONSTRUCTED: nnU-Net trains with it; off for the 32^3 CPU patch
     },
     "organs": {
         "stratified": True,            # anchor net first, then non-anchor net on CT + anchor masks (the paper's stratified referencing organ segmentation)
