@@ -199,3 +199,14 @@ def test_training_transforms_have_no_left_right_flip():
     ps.set_epoch(3)
     b = ps[0]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])  # reseeded from (seed, epoch)
+
+
+def test_bench_quick_writes_a_record(tmp_path):
+    import json
+
+    from lns_parsing import bench
+
+    assert bench.main(["--quick", "--device", "cpu", "--runs-root", str(tmp_path)]) == 0
+    rec = json.loads(next((tmp_path / "lns_parsing" / "bench").glob("*.json")).read_text())
+    assert rec["train"]["32"]["voxels_per_s"] > 0 and rec["sliding_window"]["s_per_volume"] > 0
+    assert 0 < rec["train"]["32"]["flop_fraction_of_matmul_peak"]
