@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         x = torch.rand(2, 7, p, p, p, device=device)
         y = torch.randint(0, 13, (2, p, p, p), device=device)
 
-        def step():
+        def step(model=model, opt=opt, obj=obj, x=x, y=y):
             with autocast(device, a.amp):
                 parts = obj(model(x), y)
             opt.zero_grad(set_to_none=True)

@@ -49,7 +49,7 @@ def table(root: Path) -> str:
         cells = []
         for m in METRICS:
             vals = [r["metrics"][m] for r in recs if m in r["metrics"]]
-            cells.append("—" if not vals else "%.1f ± %.1f" % mean_std(vals))
+            cells.append("—" if not vals else "{:.1f} ± {:.1f}".format(*mean_std(vals)))
         n_def = [sum(o in DEFINING for o in r.get("selected_organs") or []) for r in recs]
         defining = ",".join(str(n) for n in n_def) if v in ("full", "non_stratified", "gt_oracle", "random6") else "—"
         rows.append(f"| {label} | {len(recs)} | {' | '.join(cells)} | {defining} |")
@@ -58,7 +58,7 @@ def table(root: Path) -> str:
                 base[b] = [r["baselines"][b] for r in recs if b in r.get("baselines", {})]
     for b, label in (("margin", "previous approach: fixed margins on predicted organs"), ("atlas", "majority atlas")):
         if base.get(b):
-            cells = ["%.1f ± %.1f" % mean_std([r[m] for r in base[b]]) if m in base[b][0] else "—" for m in METRICS]
+            cells = ["{:.1f} ± {:.1f}".format(*mean_std([r[m] for r in base[b]])) if m in base[b][0] else "—" for m in METRICS]
             rows.append(f"| {label} | {len(base[b])} | {' | '.join(cells)} | — |")
     return "\n".join(rows)
 

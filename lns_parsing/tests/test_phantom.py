@@ -31,7 +31,7 @@ def test_side_and_level_rules(patients):
         lm = p.params["landmarks"]
         x = X - sx
         z = Z - sz
-        st = lambda n: p.stations == STATIONS.index(n) + 1
+        st = lambda n, p=p: p.stations == STATIONS.index(n) + 1
         # 2R/4R right of the trachea's left wall, 2L/4L left of it
         for n in ("2R", "4R"):
             assert (x[st(n)] < lm["x_trachea_left"]).all(), n
