@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import numpy as np  # noqa: E402
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _overlay(ax, hu, lab, n, title, cmap):
@@ -25,6 +30,7 @@ def _overlay(ax, hu, lab, n, title, cmap):
 def slice_figure(path: Path, case, pred_st: np.ndarray, pred_organs, layout) -> Path:
     """Rows: axial (through the station-richest slice) and coronal (through the trachea);
     columns: CT, organs truth, organs predicted, stations truth, stations predicted."""
+    plt = _plt()
     st = case.stations
     z = int(np.argmax([(st[:, :, k] > 0).sum() for k in range(st.shape[2])]))
     tr = case.organs == layout.organs.index("trachea") + 1 if "trachea" in layout.organs else st > 0
@@ -48,6 +54,7 @@ def slice_figure(path: Path, case, pred_st: np.ndarray, pred_organs, layout) -> 
 
 def station_dice_bars(path: Path, results: dict[str, dict], stations) -> Path:
     """Grouped bars: per-station Dice (mean ± std over patients) of the method and each baseline."""
+    plt = _plt()
     names = list(results)
     x = np.arange(len(stations))
     w = 0.8 / len(names)
