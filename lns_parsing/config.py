@@ -4,6 +4,9 @@ from here."""
 
 from __future__ import annotations
 
+from common.config import ConfigError, Range
+from common.datacheck import MODES
+
 # Names and order of the 12 stations and 22 organs. The data's dataset.json maps name -> label value;
 # these lists are only the defaults the phantom writes and the configs select from.
 STATIONS = ["1R", "1L", "2R", "2L", "3A", "3P", "4R", "4L", "5", "6", "7", "8"]  # RECONSTRUCTED: IASLC 2009 map, the 12 most likely (arXiv 2109.09271 Fig. 1 shows 12)
@@ -58,6 +61,7 @@ DEFAULTS = {
         "rand_affine": True,           # small rotation/scale, no left-right flips (they would swap R/L stations)
         "intensity_jitter": True,      # random HU shift and contrast scale
         "grad_clip": 12.0,             # nnU-Net's gradient-norm clip
+        "samples_per_case": 4,         # patches drawn per case per epoch (an epoch = one checkpoint)
         "num_workers": 0,
     },
     "eval": {
@@ -68,26 +72,64 @@ DEFAULTS = {
     },
 }
 
-RESUMABLE = ("organs.steps", "lns.steps", "search.steps")  # keys a --resume may change
+POSITIVE, NONNEG = Range(min=0.0, open_min=True), Range(min=0.0)
+RULES = {
+    "data.n_dev": Range(min=1),
+    "data.folds": Range(min=2),
+    "data.check": MODES,
+    "data.spacing": POSITIVE,
+    "data.grid": Range(min=1),
+    "data.orientation": ("RAS", "LPS", "LAS", "RPS"),
+    "model.filters": Range(min=1),
+    "model.strides": Range(min=1, max=2),
+    "model.norm": ("instance", "batch"),
+    "organs.steps": Range(min=1),
+    "lns.organ_source": ("pred", "gt"),
+    "lns.top_k": Range(min=1),
+    "lns.steps": Range(min=1),
+    "search.steps": Range(min=1),
+    "search.lam": NONNEG,
+    "search.gate_lr": POSITIVE,
+    "search.organ_source": ("pred", "gt"),
+    "train.patch": Range(min=1),
+    "train.batch_size": Range(min=1),
+    "train.samples_per_case": Range(min=1),
+    "train.lr": POSITIVE,
+    "train.weight_decay": NONNEG,
+    "train.warmup_steps": Range(min=0),
+    "train.fg_ratio": Range(min=0.0, max=1.0, open_max=True),
+    "train.grad_clip": NONNEG,
+    "train.num_workers": Range(min=0),
+    "eval.overlap": Range(min=0.0, max=1.0, open_max=True),
+    "eval.sw_batch_size": Range(min=1),
+    "eval.margin_mm": NONNEG,
+}
 
-CHOICES = {"data.check": ("full", "fast", "off"), "data.orientation": ("RAS", "LPS"),
-           "lns.organ_source": ("pred", "gt"), "search.organ_source": ("pred", "gt"),
-           "model.norm": ("instance", "batch")}
+# keys a --resume may change: evaluation settings and the loader's worker count do not touch training
+RESUMABLE = ("eval", "train.num_workers")
 
 
-def check_config(cfg) -> None:
-    """Choices and ranges, checked before anything runs."""
+def spell_off(overrides: list[str]) -> list[str]:
+    """``--set data.check=off`` is YAML for ``False``: read it (and ``false``/``no``) as the mode ``off``."""
+    return ["data.check='off'" if o.split("=", 1)[0].strip() == "data.check"
+            and o.split("=", 1)[1].strip().lower() in ("off", "false", "no") else o for o in overrides]
+
+
+def parse_args(parser, argv=None):
+    """``common.cli.parse`` with :func:`spell_off` applied to ``--set``: (args, cfg), every config
+    error raised here, then :func:`validate`."""
+    from common.cli import parse_config
+
+    args = parser.parse_args(argv)
+    args.overrides = spell_off(args.overrides)
+    cfg = parse_config(args, DEFAULTS, RULES)
+    validate(cfg)
+    return args, cfg
+
+
+def validate(cfg) -> None:
+    """What RULES cannot say (one key against another), checked before anything runs."""
     errs = []
-    for key, allowed in CHOICES.items():
-        a, b = key.split(".")
-        if cfg[a][b] not in allowed:
-            errs.append(f"{key}={cfg[a][b]!r}: choose one of {allowed}")
-    for key in ("organs.steps", "lns.steps", "search.steps", "lns.top_k", "train.batch_size", "data.folds"):
-        a, b = key.split(".")
-        if int(cfg[a][b]) < 1:
-            errs.append(f"{key}={cfg[a][b]!r}: must be >= 1")
-    if not 0.0 <= cfg.train.fg_ratio < 1.0:
-        errs.append(f"train.fg_ratio={cfg.train.fg_ratio}: must be in [0, 1)")
     if len(cfg.data.grid) != 3 or len(cfg.train.patch) != 3 or len(cfg.data.spacing) != 3:
         errs.append("data.grid, data.spacing and train.patch need 3 values")
     elif any(p > g for p, g in zip(cfg.train.patch, cfg.data.grid)):
@@ -99,7 +141,7 @@ def check_config(cfg) -> None:
         errs.append(f"train.patch {cfg.train.patch} must be divisible by the net's downsampling {down}")
     if len(cfg.model.filters) != len(cfg.model.strides):
         errs.append("model.filters and model.strides need the same length")
+    if len(cfg.data.hu_window) != 2 or cfg.data.hu_window[0] >= cfg.data.hu_window[1]:
+        errs.append(f"data.hu_window {cfg.data.hu_window} must be [low, high] with low < high")
     if errs:
-        from common.config import ConfigError
-
         raise ConfigError("invalid config:\n  " + "\n  ".join(errs))

@@ -18,6 +18,7 @@ Every case is reoriented to ``data.orientation`` (MONAI Orientation), resampled 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from common.cli import base_parser, parse
+from common.cli import base_parser
 from common.data import DataFormatError, data_root, require_files
+from common.datacheck import DataCheck
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,40 +135,40 @@ def _hu_problem(ct: np.ndarray) -> str | None:
     return None
 
 
-def check_case(layout: Layout, case: str, full: bool = True) -> list[str]:
-    """Every problem of one case, each naming its file."""
-    probs: list[str] = []
+def check_case(check: DataCheck, layout: Layout, case: str, full: bool = True) -> None:
+    """Every problem of one case into ``check``, each naming its file and the case."""
     paths = {"image": layout.image(case), "label": layout.label(case), "organs": layout.organ(case)}
     imgs = {}
     for k, p in paths.items():
         if not p.is_file():
-            probs.append(f"{p}: missing ({k} of case {case})")
+            check.add(p, case, f"missing ({k})")
             continue
         try:
             imgs[k] = nib.load(p)
         except Exception as e:  # noqa: BLE001 - any reader failure is a data problem to report
-            probs.append(f"{p}: unreadable: {e}")
+            check.add(p, case, f"unreadable: {type(e).__name__}: {e}")
     if "image" not in imgs:
-        return probs
+        return
     ref = imgs["image"]
     for k in ("label", "organs"):
         if k not in imgs:
             continue
         im = imgs[k]
         if im.shape[:3] != ref.shape[:3]:
-            probs.append(f"{paths[k]}: shape {im.shape} != CT {ref.shape} ({paths['image'].name})")
+            check.add(paths[k], case, f"shape {im.shape} != CT {ref.shape} ({paths['image'].name})")
         elif not np.allclose(im.affine, ref.affine, atol=1e-3):
-            probs.append(f"{paths[k]}: affine differs from the CT's ({paths['image'].name}):\n{im.affine}\nvs\n{ref.affine}")
+            check.add(paths[k], case, f"affine differs from the CT's ({paths['image'].name}):\n{im.affine}\nvs\n"
+                                      f"{ref.affine}")
     if not full:
-        return probs
+        return
     ct = np.asanyarray(ref.dataobj).astype(np.float32)
     nan = int((~np.isfinite(ct)).sum())
     if nan:
-        probs.append(f"{paths['image']}: {nan} NaN/Inf voxels")
+        check.add(paths["image"], case, f"{nan} NaN/Inf voxels")
     else:
         hu = _hu_problem(ct)
         if hu:
-            probs.append(f"{paths['image']}: {hu}")
+            check.add(paths["image"], case, hu)
     for k, allowed in (("label", layout.station_values), ("organs", layout.organ_values)):
         if k not in imgs:
             continue
@@ -174,20 +176,24 @@ def check_case(layout: Layout, case: str, full: bool = True) -> list[str]:
         vals, counts = np.unique(arr, return_counts=True)
         bad = [(float(v), int(c)) for v, c in zip(vals, counts) if v != 0 and v not in allowed]
         if bad:
-            probs.append(f"{paths[k]}: values not in dataset.json (value, voxels): {bad}")
-    return probs
+            check.add(paths[k], case, f"values not in dataset.json (value, voxels): {bad}")
 
 
-def check_dataset(layout: Layout, mode: str = "full", log=print) -> None:
-    """Raise one DataFormatError listing every problem of every case (``mode``: full | fast | off)."""
-    if mode == "off":
-        return
-    probs = []
+def check_dataset(layout: Layout, mode: str = "full", log: logging.Logger | None = None) -> None:
+    """Raise one :class:`~common.datacheck.DataCheckError` listing every problem of every case
+    (``mode``: full reads every volume; fast reads a fixed sample and checks the headers of the
+    rest; off checks that the files exist)."""
+    check = DataCheck(layout.root.name, mode=mode, log=log, fast_min=4)
+    content = set(check.sample(layout.cases))
     for c in layout.cases:
-        probs += check_case(layout, c, full=(mode == "full"))
-    if probs:
-        raise DataFormatError(f"{len(probs)} problem(s) in {layout.root}:\n  " + "\n  ".join(probs))
-    log(f"data check ({mode}): {len(layout.cases)} cases in {layout.root} OK")
+        if mode == "off":
+            for p in (layout.image(c), layout.label(c), layout.organ(c)):
+                if not p.is_file():
+                    check.add(p, c, "missing")
+            continue
+        check_case(check, layout, c, full=c in content)
+        check.checked["cases"] += 1
+    check.raise_if_problems()
 
 
 # ------------------------------------------------------------------------------------ preprocessing
@@ -264,7 +270,7 @@ def load_case_cached(layout: Layout, case: str, cfg) -> Case:
     return c
 
 
-def load_data(cfg, root=None, log=print) -> tuple[Layout, dict[str, Case]]:
+def load_data(cfg, root=None, log: logging.Logger | None = None) -> tuple[Layout, dict[str, Case]]:
     """Read the layout, run the reliability check (before anything is built), preprocess every case."""
     layout = read_layout(cfg, root)
     check_dataset(layout, cfg.data.check, log)
@@ -319,6 +325,7 @@ class PatchSet(Dataset):
 
     def __init__(self, inputs: list[np.ndarray], targets: list[np.ndarray], n_classes: int, cfg, seed: int,
                  stage: str, rank: int = 0):
+        self.per_case = int(cfg.train.samples_per_case)
         from monai.transforms import (
             Compose,
             RandAffined,
@@ -349,9 +356,10 @@ class PatchSet(Dataset):
         self.transform.set_random_state(seed=int(s))
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.inputs) * self.per_case
 
     def __getitem__(self, i: int) -> dict:
+        i = i % len(self.inputs)
         x = self.inputs[i]
         d = {"ct": torch.from_numpy(x[:1]), "ctx": torch.from_numpy(x[1:]) if x.shape[0] > 1 else
              torch.zeros((1, *x.shape[1:])), "label": torch.from_numpy(self.targets[i][None].astype(np.float32)), "indices": self.indices[i]}
@@ -365,12 +373,15 @@ class PatchSet(Dataset):
 # ------------------------------------------------------------------------------------ CLI
 
 def main(argv=None) -> int:
-    from lns_parsing.config import DEFAULTS
+    from lns_parsing.config import parse_args
 
-    p = base_parser("check an lns_parsing dataset (every problem at once, each naming its file)", default_config())
-    args, cfg = parse(p, argv, DEFAULTS)
+    p = base_parser("check an lns_parsing dataset (every problem at once, each naming its file and case)",
+                    default_config())
+    args, cfg = parse_args(p, argv)
+    log = logging.getLogger("lns_parsing.data")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     layout = read_layout(cfg, args.data_root)
-    check_dataset(layout, cfg.data.check if cfg.data.check != "off" else "full")
+    check_dataset(layout, cfg.data.check if cfg.data.check != "off" else "full", log)
     print(f"{len(layout.cases)} cases: {len(layout.development)} development, "
           f"{len(layout.cases) - len(layout.development)} CV in {len(layout.folds)} folds; "
           f"{len(layout.stations)} stations, {len(layout.organs)} organs ({len(layout.anchors)} anchors)")

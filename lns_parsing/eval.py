@@ -12,48 +12,23 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.checkpoint import load_model_weights
-from common.cli import base_parser, config_name
-from common.config import load_config
-from common.log import setup_logging
-from common.results import write_results
-from common.run import runs_root
-from common.runtime import resolve_device, seed_everything
+from common.cli import eval_parser
+from common.run import start_eval
 from lns_parsing.baselines import majority_atlas
-from lns_parsing.config import DEFAULTS, check_config
+from lns_parsing.config import DEFAULTS, RULES, parse_args
 from lns_parsing.context import context_inputs
 from lns_parsing.data import default_config, load_data
 from lns_parsing.margins import margin_stations
 from lns_parsing.metrics import case_metrics, dice, summarize
-from lns_parsing.model import build_model, predict_logits
-from lns_parsing.organs import organ_stage_specs, predict_organs
+from lns_parsing.model import predict_logits
+from lns_parsing.organs import predict_organs
+from lns_parsing.pipeline import build_pipeline, plan
 
 PROJECT = "lns_parsing"
-
-
-def find_run_dir(args) -> Path:
-    if args.run_dir:
-        return Path(args.run_dir)
-    base = runs_root(args.runs_root) / PROJECT / config_name(args)
-    done = sorted(base.glob(f"*-s{args.seed}/train_done.json")) if base.is_dir() else []
-    if not done:
-        raise FileNotFoundError(f"no finished run of {PROJECT}/{config_name(args)} seed {args.seed} under {base}: "
-                                f"train first (python -m lns_parsing.train --config {args.config} --seed {args.seed})")
-    return done[-1].parent
-
-
-def load_stage(run_dir: Path, stage: str, cfg, in_ch: int, out_ch: int, device):
-    path = run_dir / "checkpoints" / f"{stage}.pt"
-    if not path.is_file():
-        return None
-    model = build_model(cfg, in_ch, out_ch).to(device)
-    load_model_weights(path, model, map_location=device)
-    return model.eval()
 
 
 def predict_stations(model, x: np.ndarray, cfg, device) -> np.ndarray:
@@ -73,43 +48,39 @@ def organ_dice(pred: dict, cases: dict, names: list[str], subset: list[str]) -> 
 
 
 def main(argv=None) -> int:
-    p = base_parser(__doc__, default_config())
-    p.add_argument("--out", default=None, help="write results and figures here instead of the run directory")
-    args = p.parse_args(argv)
-    run_dir = find_run_dir(args)
-    out = Path(args.out) if args.out else run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    log = setup_logging("lns_parsing.eval", None)
-    cfg = load_config(run_dir / "config.yaml", args.overrides, DEFAULTS)  # the run's config (+ eval's own --set)
-    check_config(cfg)
-    env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
-    seed = int((env.get("cli") or {}).get("seed", args.seed))
-    seed_everything(seed)
-    device = resolve_device(args.device)
+    args, _ = parse_args(eval_parser(__doc__, default_config()), argv)
+    ev = start_eval(PROJECT, args, DEFAULTS, RULES)   # checkpoint, its config (+ eval's --set) and seed, out dir
+    cfg, log, device = ev.cfg, ev.log, ev.device
     t0 = time.perf_counter()
-    layout, cases = load_data(cfg, args.data_root, log=log.info)
-    search = json.loads((run_dir / "search.json").read_text())
-    selected = search["selected"]
-    n_st = len(layout.stations) + 1
+    layout, cases = load_data(cfg, args.data_root, log=log)
+    stages = plan(cfg, layout)
+    if ev.extra.get("stages") != [s.name for s in stages] or not ev.extra.get("done"):
+        raise RuntimeError(f"{ev.checkpoint}: training has not finished (epoch {ev.epoch} of "
+                           f"{ev.extra.get('epochs')}; stages {ev.extra.get('stages')} vs this data's "
+                           f"{[s.name for s in stages]}): resume it with python -m lns_parsing.train --resume "
+                           f"{ev.checkpoint}")
+    pipeline = ev.load_weights(build_pipeline(cfg, stages, ev.seed)).to(device).eval()
+    selected = list(ev.extra["selected"])
 
     # organ predictions for every CV patient (organ nets never saw them)
     organ_pred, organ_scores = None, {}
-    specs = organ_stage_specs(cfg, layout)
+    specs = [s.spec for s in stages if s.kind == "organs"]
     if specs:
-        nets = {s.stage: load_stage(run_dir, s.stage, cfg, 1 + len(s.given), s.n_classes, device) for s in specs}
+        nets = {s.stage: pipeline[s.stage] for s in specs}
         cv = [c for f in layout.folds for c in f["val"]]
         organ_pred = {c: predict_organs(nets, specs, cases[c], cfg, layout, device) for c in cv}
         rest = [o for o in layout.organs if o not in layout.anchors]
         organ_scores = {"organ_dice_anchor": organ_dice(organ_pred, cases, layout.organs, layout.anchors),
                         "organ_dice_nonanchor": organ_dice(organ_pred, cases, layout.organs, rest)}
+    defining = json.loads((layout.root / "dataset.json").read_text()).get("defining_organs")
+    if ev.extra.get("ranking") and defining:  # the phantom names the organs its station rules use
+        organ_scores["defining_in_topk"] = float(sum(o in defining for o in selected))
 
     per_case: dict[str, dict] = {k: {} for k in ("method", "ct_only", "margin", "atlas")}
     preds: dict[str, dict] = {k: {} for k in per_case}
     for f, fold in enumerate(layout.folds):
-        lns = load_stage(run_dir, f"lns_f{f}", cfg, 1 + len(selected), n_st, device)
-        ct_only = load_stage(run_dir, f"ct_f{f}", cfg, 1, n_st, device) if selected else None
-        if lns is None:
-            raise FileNotFoundError(f"{run_dir}/checkpoints/lns_f{f}.pt missing: the run did not finish")
+        lns = pipeline[f"lns_f{f}"]
+        ct_only = pipeline[f"ct_f{f}"] if f"ct_f{f}" in pipeline else None
         atlas = majority_atlas([cases[c].stations for c in fold["train"]], len(layout.stations))
         for c in fold["val"]:
             case = cases[c]
@@ -127,15 +98,14 @@ def main(argv=None) -> int:
     summary = {k: summarize(v, layout.stations) for k, v in per_case.items() if v}
     metrics = {**summary.pop("method"), **organ_scores}
     wall = time.perf_counter() - t0
+    out = ev.out_dir
     (out / "per_case.json").write_text(json.dumps(per_case, indent=1, default=float) + "\n")
-    cli_config = (env.get("cli") or {}).get("config")
-    write_results(out, project=PROJECT, config=Path(cli_config).stem if cli_config else config_name(args),
-                  dataset=cfg.data.dataset, split=f"{len(layout.folds)}-fold CV", seed=seed, metrics=metrics,
-                  wall_time_s=wall, baselines=summary, selected_organs=selected,
-                  search_ranking=search.get("ranking"), folds=layout.folds,
-                  context={"organs": cfg.lns.organs, "organ_source": cfg.lns.organ_source,
-                           "stratified": cfg.organs.stratified})
-    log.info("%s: Dice %.1f ± %.1f  HD95 %.1f  ASD %.1f mm | organs %s", run_dir, metrics["Dice"],
+    ev.write_results(dataset=cfg.data.dataset, split=f"{len(layout.folds)}-fold CV", metrics=metrics,
+                     wall_time_s=wall, baselines=summary, selected_organs=selected,
+                     search_ranking=ev.extra.get("ranking"), folds=layout.folds,
+                     context={"organs": cfg.lns.organs, "organ_source": cfg.lns.organ_source,
+                              "stratified": cfg.organs.stratified})
+    log.info("%s: Dice %.1f ± %.1f  HD95 %.1f  ASD %.1f mm | organs %s", ev.checkpoint, metrics["Dice"],
              metrics["Dice_std"], metrics["HD95"], metrics["ASD"], selected)
     for k, m in summary.items():
         log.info("baseline %s: Dice %.1f ± %.1f  HD95 %.1f  ASD %.1f", k, m["Dice"], m["Dice_std"], m["HD95"], m["ASD"])

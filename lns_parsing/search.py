@@ -6,8 +6,6 @@ the seed) | a comma-separated list of organ names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from lns_parsing.data import Layout
@@ -30,8 +28,9 @@ def rank_gates(gates, names: list[str]) -> list[tuple[str, float]]:
     return [(names[i], float(g[i])) for i in order]
 
 
-def select_organs(cfg, layout: Layout, seed: int, run_search: Callable) -> tuple[list[str], dict]:
-    """The context organs and a record of how they were chosen (gates and ranking when searched)."""
+def select_organs(cfg, layout: Layout, seed: int, gated=None) -> tuple[list[str], dict]:
+    """The context organs and a record of how they were chosen (gates and ranking when searched:
+    ``gated`` is the trained search net)."""
     mode, k = cfg.lns.organs, cfg.lns.top_k
     names = list(layout.organs)
     if mode == "none":
@@ -42,8 +41,9 @@ def select_organs(cfg, layout: Layout, seed: int, run_search: Callable) -> tuple
         pick = np.random.default_rng([seed, 6]).choice(len(names), size=k, replace=False)
         return [names[i] for i in sorted(pick)], {}
     if mode == "searched":
-        model = run_search()
-        ranking = rank_gates(model.gate.gates().detach().cpu().numpy(), names)
+        if gated is None:
+            raise ValueError("lns.organs=searched: the trained search net decides the organs")
+        ranking = rank_gates(gated.gate.gates().detach().cpu().numpy(), names)
         top = [n for n, _ in ranking[:k]]
         return [n for n in names if n in top], {"ranking": ranking}
     return parse_organs(mode, names), {}

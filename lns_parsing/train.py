@@ -2,10 +2,11 @@
 
     python -m lns_parsing.train                                        # embedded phantom (configs/synthetic.yaml)
     python -m lns_parsing.train --config lns_parsing/configs/deepstationing.yaml --data-root /data
+    python -m lns_parsing.train --set lns.organs=none                  # the CT-only ablation
     torchrun --standalone --nproc_per_node=2 -m lns_parsing.train      # DDP (gloo on CPU, nccl on GPUs)
     python -m lns_parsing.train --resume auto                          # continue the latest run of this config/seed
 
-One run is the whole pipeline, stage by stage, each stage one explicit training loop (``fit``):
+One run trains the whole pipeline (lns_parsing/pipeline.py), stage by stage, with one explicit loop:
 
     organs    anchor net (CT -> anchors), then non-anchor net (CT + anchor masks -> non-anchors), on the
               development patients; then organ predictions for every patient (stratified organ segmentation)
@@ -13,195 +14,147 @@ One run is the whole pipeline, stage by stage, each stage one explicit training 
     folds     per CV fold: the LNS net on CT + one-hot masks of the selected organs (context encoding),
               and the CT-only net (the baseline)
 
-Every stage writes ``checkpoints/<stage>.pt`` when done; ``checkpoints/last.pt`` holds the stage in
-progress after each epoch. A stage's randomness (initial weights, patch order, MONAI random
-transforms) is a pure function of (seed, stage, epoch, rank), so ``--resume`` reproduces the
-uninterrupted run exactly.
+The pipeline's epochs are counted across stages: ``checkpoints/last.pt`` (after every epoch) holds
+every network, the optimizer and the stage in progress, and a stage's randomness (initial weights,
+patch order, MONAI random transforms) is a pure function of (seed, stage, epoch, rank), so
+``--resume`` reproduces the uninterrupted run exactly.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import torch
 
-from common.checkpoint import atomic_save, load_model_weights, load_training_state, safe_load, save_training_state
-from common.cli import base_parser, parse
+from common.cli import base_parser
 from common.data import build_loader, set_epoch
 from common.run import start_run
-from common.runtime import all_reduce_mean, check_finite, cleanup_distributed, wrap_ddp
-from lns_parsing.config import DEFAULTS, RESUMABLE, check_config
+from common.runtime import all_reduce_mean, autocast, check_step, make_grad_scaler, wrap_ddp
+from lns_parsing.config import RESUMABLE, parse_args
 from lns_parsing.context import context_inputs
-from lns_parsing.data import PatchSet, default_config, load_data, stage_seed
+from lns_parsing.data import PatchSet, default_config, load_data
 from lns_parsing.losses import Objective
-from lns_parsing.model import build_model
-from lns_parsing.organs import organ_stage_specs, predict_organs
+from lns_parsing.organs import predict_organs
+from lns_parsing.pipeline import build_pipeline, drop_state, optimizer, plan, stage_windows
 from lns_parsing.search import select_organs
 
 
-def fit(run, stage: str, cfg, inputs, targets, n_classes: int, steps: int, gated: int = 0, lam: float = 0.0,
-        budget: dict | None = None):
-    """Train one network (or load it when this stage is done); returns the unwrapped model."""
-    log, dist, args = run.log, run.dist, run.args
-    done = run.ckpt_dir / f"{stage}.pt"
-    torch.manual_seed(stage_seed(args.seed, stage))
-    model = build_model(cfg, inputs[0].shape[0], n_classes, gated=gated).to(run.device)
-    bs = cfg.train.batch_size
-    per_epoch = max(1, math.ceil(len(inputs) / (bs * dist.world_size)))
-    epochs = max(1, math.ceil(steps / per_epoch))
-    if done.is_file():
-        load_model_weights(done, model)
-        budget["epochs"] += epochs
-        log.info("[%s] done earlier: loaded %s", stage, done)
-        return model
+def main(argv=None) -> int:
+    args, cfg = parse_args(base_parser(__doc__, default_config()), argv)
+    run = start_run("lns_parsing", args, cfg, resumable=RESUMABLE)  # DDP, device, seeds; checks a resume; writes nothing
+    log, dist = run.log, run.dist
 
     # ============================ data ============================
-    data = PatchSet(inputs, targets, n_classes, cfg, args.seed, stage, dist.rank)
-    loader = build_loader(data, bs, shuffle=True, seed=stage_seed(args.seed, stage), dist=dist,
-                          num_workers=cfg.train.num_workers, drop_last=False)
+    layout, cases = load_data(cfg, args.data_root, log=log)       # every file checked before the run dir exists
+    stages = plan(cfg, layout, dist.world_size)
+    run.open()                                                    # run dir, lock, config/env record, train.log
+    log.info("%d cases (%d development, %d folds); stations %s; stages %s", len(cases), len(layout.development),
+             len(layout.folds), layout.stations, " ".join(f"{s.name}:{s.epochs}x{s.steps_per_epoch}" for s in stages))
 
     # ============================ model ===========================
-    net = wrap_ddp(model, dist, run.device)
-    objective = Objective(lam)
+    pipeline = build_pipeline(cfg, stages, args.seed).to(run.device)
 
     # ========================== optimizer =========================
-    gate_params = [p for n, p in model.named_parameters() if n.startswith("gate.")]
-    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("gate.")]}]
-    if gate_params:
-        groups.append({"params": gate_params, "lr": cfg.search.gate_lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    total, warm = epochs * per_epoch, cfg.train.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warm)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total)))))
+    opt, sched = optimizer(pipeline, stages, cfg)
+    scaler = make_grad_scaler(run.device, args.amp)
 
     # =========================== resume ===========================
-    start_epoch, step = 0, 0
-    last = run.ckpt_dir / "last.pt"
-    if last.is_file() and (safe_load(last).get("extra") or {}).get("stage") == stage:
-        st = load_training_state(last, model=net, optimizer=opt, scheduler=sched, map_location=run.device,
-                                 restore_rng_state=False)
-        start_epoch, step = st["epoch"], st["step"]
-        log.info("[%s] resumed at epoch %d step %d", stage, start_epoch, step)
-    budget["epochs"] += start_epoch
+    start_epoch, step = run.resume(model=pipeline, optimizer=opt, scheduler=sched, scaler=scaler)
 
     # ============================ loop ============================
-    for epoch in range(start_epoch, epochs):
-        net.train()
-        set_epoch(loader, epoch)
-        data.set_epoch(epoch)
-        sums, nb, t0 = {}, 0, time.perf_counter()
-        for batch in loader:
-            x, y = batch["image"].to(run.device), batch["label"].to(run.device)
-            parts = objective(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            check_finite(parts["loss"], step, epoch, parts)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            nb += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        means = {k: all_reduce_mean(v / max(nb, 1), run.device) for k, v in sums.items()}
-        dt = time.perf_counter() - t0
-        if model.gate is not None:
-            means["gate_max"] = float(model.gate.gates().detach().max())
-        run.metrics.log(step, stage, epoch=epoch + 1, lr=sched.get_last_lr()[0], s_per_step=dt / max(nb, 1), **means)
-        log.info("[%s] epoch %d/%d step %d loss %.4f (%.1fs)", stage, epoch + 1, epochs, step, means["loss"], dt)
-
-        # ============================ save ============================
-        budget["epochs"] += 1
-        if run.is_main:
-            save_training_state(last, model=net, optimizer=opt, scheduler=sched, epoch=epoch + 1, step=step,
-                                config=cfg.to_dict(), extra={"stage": stage, "seed": args.seed,
-                                                             "config_name": run.config_name})
-        if args.stop_after_epoch is not None and budget["epochs"] >= args.stop_after_epoch:
-            raise StopTraining(f"--stop-after-epoch {args.stop_after_epoch}: stopped in stage {stage}")
-    if run.is_main:
-        atomic_save({"model": model.state_dict(), "stage": stage, "epochs": epochs, "steps": step}, done)
-    return model
-
-
-class StopTraining(Exception):
-    """--stop-after-epoch reached (a simulated kill for resume tests)."""
-
-
-def main(argv=None) -> int:
-    args, cfg = parse(base_parser(__doc__, default_config()), argv, DEFAULTS)
-    check_config(cfg)
-
-    # ============================ data ============================
-    layout, cases = load_data(cfg, args.data_root)              # every file checked before the run dir exists
-    run = start_run("lns_parsing", args, cfg)
-    run.log.info("%d cases (%d development, %d folds); stations %s", len(cases), len(layout.development),
-                 len(layout.folds), layout.stations)
-    if args.resume and run.resume_from is not None:
-        prev = safe_load(run.resume_from).get("config") or {}
-        changed = [k for k in _flat(cfg.to_dict()) if _flat(prev).get(k) != _flat(cfg.to_dict())[k]
-                   and k not in RESUMABLE]
-        if changed:
-            raise ValueError(f"--resume {run.resume_from}: config differs in {changed} (only {RESUMABLE} may change)")
-    budget = {"epochs": 0}
+    windows = stage_windows(stages)
+    total = sum(s.epochs for s in stages)
+    organ_pred = None                                  # {case: organ map}, once the organ nets are trained
+    selected, info = select_organs(cfg, layout, args.seed, None) if cfg.lns.organs != "searched" else (None, {})
+    extra: dict = {"stages": [s.name for s in stages], "epochs": total, "selected": selected, **info}
     t_start = time.perf_counter()
-    try:
-        # ======================== organ nets ==========================
-        dev = layout.development
-        organ_pred = None
-        specs = organ_stage_specs(cfg, layout)
-        if specs:
-            nets = {}
-            for spec in specs:
-                ins = [spec.inputs(cases[c], cfg, layout) for c in dev]
-                tgs = [spec.target(cases[c], layout) for c in dev]
-                nets[spec.stage] = fit(run, spec.stage, cfg, ins, tgs, spec.n_classes, cfg.organs.steps, budget=budget)
-            organ_pred = {c: predict_organs(nets, specs, cases[c], cfg, layout, run.device) for c in layout.cases}
+    for st in stages:
+        first, end, _, _ = windows[st.name]
+        model = pipeline[st.name]
+        if start_epoch < end:
+            # ---- this stage's inputs: CT window (+ organ masks: true for organ/search training, predicted
+            # for the LNS nets unless lns.organ_source=gt; organ nets never see CV patients) ----
+            if st.kind in ("search", "lns") and organ_pred is None and any(s.kind == "organs" for s in stages):
+                organ_pred = _predict_organs(pipeline, stages, cases, cfg, layout, run.device, log)
+            if st.kind == "organs":
+                inputs = [st.spec.inputs(cases[c], cfg, layout) for c in st.cases]
+                targets = [st.spec.target(cases[c], layout) for c in st.cases]
+            else:
+                ctx, src = {"search": (layout.organs, cfg.search.organ_source), "lns": (selected, cfg.lns.organ_source),
+                            "ct": ([], "gt")}[st.kind]
+                inputs = [context_inputs(cases[c], ctx, cfg, organ_pred, src, layout.organs) for c in st.cases]
+                targets = [cases[c].stations for c in st.cases]
+            data = PatchSet(inputs, targets, st.n_classes, cfg, args.seed, st.name, dist.rank)
+            loader = build_loader(data, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=dist,
+                                  num_workers=cfg.train.num_workers)
+            net = wrap_ddp(model, dist, run.device)
+            objective = Objective(st.lam)
+        for epoch in range(max(first, start_epoch), end):
+            net.train()
+            set_epoch(loader, epoch)
+            data.set_epoch(epoch)
+            sums: dict[str, float] = {}
+            nb, t0 = 0, time.perf_counter()
+            for batch in loader:
+                x, y = batch["image"].to(run.device), batch["label"].to(run.device)
+                with autocast(run.device, args.amp):
+                    parts = objective(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(parts["loss"]).backward()
+                if cfg.train.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                check_step(parts, net, step, epoch, scaler=scaler)  # loss, gradients, parameters finite
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                nb += 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+            dt = time.perf_counter() - t0
+            means = {k: all_reduce_mean(v / max(nb, 1), run.device) for k, v in sums.items()}
+            if model.gate is not None:
+                means["gate_max"] = float(model.gate.gates().detach().max())
+            if epoch + 1 == end:                       # the stage is done
+                drop_state(opt, model)
+                if st.kind == "search":
+                    selected, info = select_organs(cfg, layout, args.seed, model)
+                    extra.update(selected=selected, **info)
+                    log.info("key organs (top %d of the gates): %s", cfg.lns.top_k, selected)
+            run.metrics.log(step, st.name, epoch=epoch + 1, lr=max(sched.get_last_lr()), **means)
+            log.info("[%s] epoch %d/%d (pipeline %d/%d) step %d loss %.4f (%.1fs)", st.name, epoch + 1 - first,
+                     st.epochs, epoch + 1, total, step, means["loss"], dt)
 
-        # ===================== key-organ search =======================
-        selected, search_info = select_organs(
-            cfg, layout, args.seed,
-            lambda: fit(run, "search", cfg,
-                        [context_inputs(cases[c], layout.organs, cfg, organ_pred, cfg.search.organ_source, layout.organs)
-                         for c in dev],
-                        [cases[c].stations for c in dev], len(layout.stations) + 1, cfg.search.steps,
-                        gated=len(layout.organs), lam=cfg.search.lam, budget=budget))
-        if run.is_main:
-            (run.run_dir / "search.json").write_text(json.dumps({"selected": selected, **search_info}, indent=2) + "\n")
-        run.log.info("context organs (%s): %s", cfg.lns.organs, selected)
-
-        # ========================== folds =============================
-        n_st = len(layout.stations) + 1
-        for f, fold in enumerate(layout.folds):
-            tr = fold["train"]
-            ins = [context_inputs(cases[c], selected, cfg, organ_pred, cfg.lns.organ_source, layout.organs) for c in tr]
-            fit(run, f"lns_f{f}", cfg, ins, [cases[c].stations for c in tr], n_st, cfg.lns.steps, budget=budget)
-            if cfg.lns.ct_only_baseline and selected:
-                ins = [context_inputs(cases[c], [], cfg, None, "gt", layout.organs) for c in tr]
-                fit(run, f"ct_f{f}", cfg, ins, [cases[c].stations for c in tr], n_st, cfg.lns.steps, budget=budget)
-    except StopTraining as e:
-        run.log.info("%s", e)
-        run.close()
-        cleanup_distributed()
-        return 0
-    if run.is_main:
-        (run.run_dir / "train_done.json").write_text(json.dumps(
-            {"wall_s": time.perf_counter() - t_start, "selected": selected}) + "\n")
-    run.log.info("training done in %.1fs: %s", time.perf_counter() - t_start, run.run_dir)
+            # ============================ save ============================
+            run.save(model=pipeline, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
+                     extra={**extra, "stage": st.name, "done": epoch + 1 == total})
+            if args.stop_after_epoch == epoch + 1:
+                log.info("--stop-after-epoch %d: stopping in stage %s", epoch + 1, st.name)
+                run.close()
+                return 0
+        if st.kind == "search" and selected is None:  # finished before a resume: its gates decide again
+            selected, info = select_organs(cfg, layout, args.seed, model)
+            extra.update(selected=selected, **info)
+    if dist.is_main and extra.get("ranking"):
+        (run.run_dir / "search.json").write_text(json.dumps({"selected": selected, "ranking": extra["ranking"]},
+                                                            indent=2) + "\n")
+    log.info("training done in %.1fs (this process): %s; context organs %s", time.perf_counter() - t_start,
+             run.run_dir, selected)
     run.close()
-    cleanup_distributed()
     return 0
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _predict_organs(pipeline, stages, cases, cfg, layout, device, log) -> dict:
+    """Organ maps of every patient from the trained organ nets (stage by stage: the non-anchor net
+    gets the predicted anchors)."""
+    t0 = time.perf_counter()
+    specs = [s.spec for s in stages if s.kind == "organs"]
+    nets = {s.stage: pipeline[s.stage] for s in specs}
+    pred = {c: predict_organs(nets, specs, cases[c], cfg, layout, device) for c in layout.cases}
+    log.info("organ predictions for %d patients (%.1fs)", len(pred), time.perf_counter() - t0)
+    return pred
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_select_organs_keeps_the_top_k_gates():
 
     layout = type("L", (), {"organs": ["a", "b", "c", "d", "e"]})()
     cfg = cfg_with("lns.top_k=2")
-    sel, info = select_organs(cfg, layout, 0, lambda: Fake())
+    sel, info = select_organs(cfg, layout, 0, Fake())
     assert sel == ["b", "d"] and info["ranking"][0] == ("b", pytest.approx(0.9))
     for mode, want in (("none", []), ("all", ["a", "b", "c", "d", "e"]), ("e,a", ["a", "e"])):
         assert select_organs(cfg_with(f"lns.organs={mode}"), layout, 0, None)[0] == want
