@@ -42,7 +42,7 @@ DEFAULTS = {
         "organs": "searched",          # none | all | searched | random | a list of organ names: the context encoding
         "organ_source": "pred",        # pred | gt: predicted organs (organ nets never see CV patients) or the ground-truth oracle
         "top_k": 6,                    # the paper's Fig. 1: "auto-searched top-6 key referencing organs"
-        "steps": 120,                  # optimizer steps per LNS net (one per fold)
+        "steps": 100,                  # optimizer steps per LNS net (one per fold; rounded up to whole epochs: 4 x 27)
         "ct_only_baseline": True,      # also train the CT-only net per fold (the paper's "pure CT-based deep model")
     },
     "search": {
@@ -61,7 +61,7 @@ DEFAULTS = {
         "rand_affine": True,           # small rotation/scale, no left-right flips (they would swap R/L stations)
         "intensity_jitter": True,      # random HU shift and contrast scale
         "grad_clip": 12.0,             # nnU-Net's gradient-norm clip
-        "samples_per_case": 4,         # patches drawn per case per epoch (an epoch = one checkpoint)
+        "samples_per_case": 3,         # patches drawn per case per epoch (an epoch = one checkpoint); 16 cases: 24 steps
         "num_workers": 0,
     },
     "eval": {

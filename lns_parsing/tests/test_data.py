@@ -45,13 +45,13 @@ def test_every_problem_is_named_with_its_file_before_training(small_set, tmp_pat
     with pytest.raises(DataFormatError) as e:
         train.main(["--data-root", str(tmp_path), "--runs-root", str(tmp_path / "runs"), "--no-tb"])
     msg = str(e.value)
-    assert "cv_000_0000.nii.gz: 1 NaN/Inf voxels" in msg
-    assert "cv_001.nii.gz: values not in dataset.json (value, voxels): [(77.0, 3)]" in msg
-    assert "organsTr/dev_000.nii.gz: shape (95, 96, 60) != CT (96, 96, 60)" in msg
+    assert "cv_000_0000.nii.gz: cv_000: 1 NaN/Inf voxels" in msg
+    assert "cv_001.nii.gz: cv_001: values not in dataset.json (value, voxels): [(77.0, 3)]" in msg
+    assert "organsTr/dev_000.nii.gz: dev_000: shape (95, 96, 60) != CT (96, 96, 60)" in msg
     assert "dev_000_0000.nii.gz" in msg and "not in HU" in msg
     assert not (tmp_path / "runs").exists()                     # nothing written before the check passed
     (root / "organsTr/cv_001.nii.gz").unlink()
-    with pytest.raises(DataFormatError, match=r"organsTr/cv_001.nii.gz: missing"):
+    with pytest.raises(DataFormatError, match=r"organsTr/cv_001.nii.gz: cv_001: missing"):
         train.main(["--data-root", str(tmp_path), "--runs-root", str(tmp_path / "runs"), "--no-tb"])
 
 
@@ -64,10 +64,11 @@ def test_affine_mismatch_is_named(small_set, tmp_path):
     aff[0, 3] += 5.0
     nib.save(nib.Nifti1Image(np.asanyarray(lab.dataobj), aff), root / "labelsTr/cv_000.nii.gz")
     layout = read_layout(load_config(None, [], DEFAULTS), tmp_path)
-    with pytest.raises(DataFormatError, match=r"labelsTr/cv_000.nii.gz: affine differs"):
+    with pytest.raises(DataFormatError, match=r"labelsTr/cv_000.nii.gz: cv_000: affine differs"):
         check_dataset(layout, "fast")
 
 
+@pytest.mark.slow
 def test_dicom_round_trip_phantom_to_series_rtstruct_to_nnunet(tmp_path):
     from lns_parsing.prepare import export_dicom, prepare
 

@@ -53,14 +53,13 @@ def test_station_hu_is_one_distribution(patients):
 
 
 def test_same_seed_same_bytes(tmp_path):
-    a = generate(tmp_path / "a", seed=3, n_dev=1, n_cv=2)
-    b = generate(tmp_path / "b", seed=3, n_dev=1, n_cv=2)
+    a = generate(tmp_path / "a", seed=3, n_dev=1, n_cv=1)
+    b = generate(tmp_path / "b", seed=3, n_dev=1, n_cv=1)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 3 * 3 + 2
+    assert len(files) == 2 * 3 + 2
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
-    c = generate(tmp_path / "c", seed=4, n_dev=1, n_cv=2)
-    assert (c / "imagesTr/dev_000_0000.nii.gz").read_bytes() != (a / "imagesTr/dev_000_0000.nii.gz").read_bytes()
+    assert not np.array_equal(make_patient(4, 0).ct, make_patient(3, 0).ct)  # another seed, another patient
 
 
 def test_spacing_and_lps_storage(tmp_path):

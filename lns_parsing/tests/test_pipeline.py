@@ -1,20 +1,26 @@
-"""End to end on a tiny phantom: exact resume after a kill, 2-process DDP (gloo), NaN guard, and
-(slow) a tiny 2-fold CV that beats the majority atlas."""
+"""End to end on a tiny phantom through the run API: train -> eval in-process; resume after a stop
+equals the uninterrupted run; a resume that changes the experiment is refused; NaN guard keeps the
+last good checkpoint; ``data.check=off`` (bad data: tests/test_data.py); (slow) SIGKILL mid-epoch with
+1 and 2 processes (gloo) resumes exactly; (slow) a tiny CV beats the majority atlas."""
 
 import json
-import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from common.checkpoint import safe_load
+from common.config import ConfigError
+from common.run import ResumeError
+from common.runtime import NonFiniteLossError
+from common.testing import kill_and_resume
+from lns_parsing import eval as lns_eval
+from lns_parsing import train
 from lns_parsing.phantom import generate
 
 TINY = ["data.grid=[24,24,24]", "data.spacing=[10,10,10]", "train.patch=[16,16,16]", "model.strides=[1,2,2]",
-        "model.filters=[4,8,16]", "organs.steps=2", "search.steps=2", "lns.steps=2", "data.folds=2", "data.check=fast",
-        "train.rand_affine=false"]
+        "model.filters=[4,8,16]", "organs.steps=2", "search.steps=2", "lns.steps=2", "data.folds=2", "data.check=off",
+        "train.rand_affine=false", "train.samples_per_case=2", "eval.figures=false"]
+# 2 development cases x 2 patches / batch 2: 2 steps per epoch; 2 CV train cases per fold: 2 steps per epoch
 
 
 @pytest.fixture(scope="module")
@@ -24,97 +30,105 @@ def tiny_root(tmp_path_factory):
     return root
 
 
-def _args(root, run_dir, extra=(), sets=()):
+def _args(root, run_dir, sets=(), extra=()):
     a = ["--data-root", str(root), "--run-dir", str(run_dir), "--no-tb", "--device", "cpu"]
     for s in (*TINY, *sets):
         a += ["--set", s]
     return a + list(extra)
 
 
-def _weights(run_dir):
-    return {p.name: safe_load(p)["model"] for p in sorted((run_dir / "checkpoints").glob("*.pt")) if p.name != "last.pt"}
+def test_train_then_eval_end_to_end(tiny_root, tmp_path):
+    run = tmp_path / "run"
+    assert train.main(_args(tiny_root, run, sets=["eval.figures=true"])) == 0
+    st = safe_load(run / "checkpoints" / "last.pt")
+    ex = st["extra"]
+    assert ex["done"] and ex["stages"] == ["organs_anchor", "organs_nonanchor", "search", "lns_f0", "ct_f0",
+                                           "lns_f1", "ct_f1"]
+    assert st["epoch"] == 7 and st["step"] == 14 and len(ex["selected"]) == 6
+    assert set(ex["selected"]) == {n for n, _ in ex["ranking"][:6]}
+    # only the stage in progress keeps Adam moments: every finished stage's state was dropped
+    assert st["optimizer"]["state"] == {}
+    assert lns_eval.main(["--data-root", str(tiny_root), "--run-dir", str(run), "--device", "cpu"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert {"Dice", "HD95", "ASD", "organ_dice_anchor", "defining_in_topk"} <= set(res["metrics"])
+    assert set(res["baselines"]) == {"ct_only", "margin", "atlas"} and res["selected_organs"] == ex["selected"]
+    assert (run / "fig_station_dice.png").stat().st_size > 1000 and list(run.glob("fig_slices_*.png"))
 
 
-def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_root, tmp_path):
-    from lns_parsing import train
-
+def test_stop_and_resume_equals_the_uninterrupted_run_and_a_changed_config_is_refused(tiny_root, tmp_path):
+    """In-process and cheap; the SIGKILL versions (1 and 2 processes) are `slow` below."""
     full, cut = tmp_path / "full", tmp_path / "cut"
-    sets = ["organs.steps=4", "search.steps=4", "lns.steps=4", "train.batch_size=1"]  # 2 epochs per stage
-    train.main(_args(tiny_root, full, sets=sets))
-    train.main(_args(tiny_root, cut, ["--stop-after-epoch", "5"], sets))        # killed inside the search stage
+    sets = ["lns.organs=searched", "lns.ct_only_baseline=false", "data.folds=2", "lns.steps=4"]
+    train.main(_args(tiny_root, full, sets))
+    train.main(_args(tiny_root, cut, sets, ["--stop-after-epoch", "3"]))   # stopped at the end of the search stage
     assert safe_load(cut / "checkpoints" / "last.pt")["extra"]["stage"] == "search"
-    assert not (cut / "train_done.json").exists()
-    train.main(_args(tiny_root, cut, ["--resume", str(cut / "checkpoints" / "last.pt")], sets))
-    a, b = _weights(full), _weights(cut)
-    assert set(a) == set(b) and {"lns_f0.pt", "ct_f1.pt", "search.pt", "organs_nonanchor.pt"} <= set(a)
-    for name in a:
-        for k in a[name]:
-            assert torch.equal(a[name][k], b[name][k]), (name, k)
-    assert json.loads((full / "search.json").read_text()) == json.loads((cut / "search.json").read_text())
+    with pytest.raises(ResumeError, match="train.lr"):
+        train.main(_args(tiny_root, cut, [*sets, "train.lr=0.1"], ["--resume", str(cut / "checkpoints/last.pt")]))
+    train.main(_args(tiny_root, cut, [*sets, "eval.overlap=0.25"], ["--resume", str(cut / "checkpoints/last.pt")]))
+    a, b = safe_load(full / "checkpoints" / "last.pt"), safe_load(cut / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 7 and a["step"] == b["step"]
+    assert a["extra"]["selected"] == b["extra"]["selected"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_resume_refuses_a_changed_config(tiny_root, tmp_path):
-    from lns_parsing import train
-
-    run = tmp_path / "r"
-    train.main(_args(tiny_root, run, ["--stop-after-epoch", "1"]))
-    with pytest.raises(ValueError, match="train.lr"):
-        train.main(_args(tiny_root, run, ["--resume", str(run / "checkpoints/last.pt"), "--set", "train.lr=0.1"]))
-
-
-def test_nan_loss_stops_training(tiny_root, tmp_path, monkeypatch):
-    from common.runtime import NonFiniteLossError
-    from lns_parsing import train
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
     from lns_parsing.losses import Objective
 
     real = Objective.forward
+    calls = {"n": 0}
 
     def poisoned(self, out, label):
         parts = real(self, out, label)
-        parts["loss"] = parts["loss"] * float("nan")
+        calls["n"] += 1
+        if calls["n"] == 4:  # the last step of epoch 2 (2 steps per epoch)
+            parts["loss"] = parts["loss"] * float("nan")
         return parts
 
     monkeypatch.setattr(Objective, "forward", poisoned)
-    with pytest.raises(NonFiniteLossError, match="epoch 0 step 0"):
-        train.main(_args(tiny_root, tmp_path / "nan"))
+    run = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match="epoch 1 step 3"):
+        train.main(_args(tiny_root, run))
+    st = safe_load(run / "checkpoints" / "last.pt")
+    assert st["epoch"] == 1 and all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_check_off_spelling_and_unknown_mode():
+    from common.cli import base_parser
+    from lns_parsing.config import parse_args
+
+    _, cfg = parse_args(base_parser("x"), ["--set", "data.check=off"])  # YAML reads `off` as False
+    assert cfg.data.check == "off"
+    with pytest.raises(ConfigError, match="data.check"):
+        parse_args(base_parser("x"), ["--set", "data.check=sometimes"])
 
 
-def _ddp_worker(rank, world, port, root, run_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from lns_parsing import train
-
-    train.main(_args(root, run_dir, sets=["organs.steps=1", "search.steps=1", "lns.steps=1"]))
-
-
-def test_two_process_ddp_gloo(tiny_root, tmp_path):
-    run_dir = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_root), str(run_dir)), nprocs=2, join=True)
-    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
-    assert (run_dir / "train_done.json").is_file()
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert lines and all(r["epoch"] == 1 for r in lines)     # 2 cases / (1 x 2 ranks): one step per epoch
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_killed_mid_epoch_resumes_exactly(tiny_root, tmp_path, nproc):
+    """SIGKILL mid-epoch inside the search stage (after its first checkpoint), resume: every network,
+    the optimizer and the metrics equal the uninterrupted run's; with 2 processes (gloo) too."""
+    sets = ["train.samples_per_case=4", "train.batch_size=1"]
+    args = ["--data-root", str(tiny_root), "--no-tb", "--device", "cpu",
+            *[x for s in (*TINY, *sets) for x in ("--set", s)]]
+    spe = 8 // nproc  # steps per epoch of the 1-epoch organ and search stages: 2 cases x 4 patches / (1 x nproc)
+    res = kill_and_resume("lns_parsing.train", args, kill_at_step=2 * spe + spe // 2 + 1, workdir=tmp_path,
+                          nproc=nproc)
+    assert res.checkpoint_epoch == 2 and res.checkpoint_step == 2 * spe, res.summary()
+    assert res.identical == res.total and res.optimizer_identical == res.optimizer_total, res.summary()
+    assert res.metrics_equal, res.summary()
+    assert safe_load(res.resumed)["world_size"] == nproc
 
 
 @pytest.mark.slow
 def test_tiny_cv_beats_the_atlas(tmp_path):
     """Context from true organs, 2 folds of 4 patients at 10 mm: the LNS net beats the majority atlas."""
-    from lns_parsing import eval as ev
-    from lns_parsing import train
-
     root = tmp_path / "data"
     generate(root / "lns_phantom", seed=5, n_dev=2, n_cv=8)
     run = tmp_path / "run"
     sets = ["lns.organs=all", "lns.organ_source=gt", "lns.ct_only_baseline=false", "lns.steps=300",
-            "model.filters=[8,16,32]", "train.lr=0.01", "eval.figures=false"]
+            "model.filters=[8,16,32]", "train.lr=0.01", "train.samples_per_case=4"]
     train.main(_args(root, run, sets=sets))
-    ev.main(["--data-root", str(root), "--run-dir", str(run), "--device", "cpu"])
+    lns_eval.main(["--data-root", str(root), "--run-dir", str(run), "--device", "cpu"])
     res = json.loads((run / "results.json").read_text())
     assert res["metrics"]["Dice"] > res["baselines"]["atlas"]["Dice"] + 3, (res["metrics"]["Dice"], res["baselines"])
