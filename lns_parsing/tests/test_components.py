@@ -219,3 +219,61 @@ def test_bench_quick_writes_a_record(tmp_path):
     rec = json.loads(next((tmp_path / "lns_parsing" / "bench").glob("*.json")).read_text())
     assert rec["train"]["32"]["voxels_per_s"] > 0 and rec["sliding_window"]["s_per_volume"] > 0
     assert 0 < rec["train"]["32"]["flop_fraction_of_matmul_peak"]
+
+
+# ------------------------------------------------------------------ objective and the stage-windowed optimizer
+
+def test_objective_is_dice_ce_plus_lambda_mean_gates():
+    from monai.losses import DiceCELoss
+
+    from lns_parsing.losses import Objective
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(2, 3, 4, 4, 4), torch.randint(0, 3, (2, 4, 4, 4))
+    gates = torch.tensor([0.2, 0.4, 0.9])
+    ref = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)(logits, y[:, None])
+    parts = Objective(lam=0.5)({"logits": logits, "gates": gates}, y)
+    assert torch.allclose(parts["loss"], ref + 0.5 * 0.5) and torch.allclose(parts["gate_l1"], torch.tensor(0.5))
+    assert torch.allclose(Objective(lam=0.0)({"logits": logits, "gates": gates}, y)["loss"], ref)
+
+
+def test_each_stage_trains_only_its_own_network_in_its_own_window():
+    from lns_parsing.pipeline import Stage, StageSchedule, build_pipeline, drop_state, optimizer
+
+    cfg = cfg_with("train.warmup_steps=1", "train.weight_decay=0.1")
+    stages = [Stage("a", "lns", ["x"], 1, 2, epochs=1, steps_per_epoch=2),
+              Stage("b", "lns", ["x"], 1, 2, epochs=1, steps_per_epoch=3)]
+    nets = build_pipeline(cfg, stages, seed=0)
+    again = build_pipeline(cfg, stages[1:], seed=0)  # a stage's initial weights do not depend on the others
+    assert all(torch.equal(p, q) for p, q in zip(nets["b"].parameters(), again["b"].parameters()))
+    opt, sched = optimizer(nets, stages, cfg)
+    assert [StageSchedule(2, 5, 1)(s) for s in (1, 2, 5)] == [0.0, 1.0, 0.0]
+    before = {k: v.clone() for k, v in nets.state_dict().items()}
+    x, y = torch.rand(1, 1, 16, 16, 16), torch.randint(0, 2, (1, 16, 16, 16))
+    for step in range(5):
+        name = "a" if step < 2 else "b"
+        opt.zero_grad(set_to_none=True)
+        nets[name](x)["logits"].mean().backward()
+        opt.step()
+        sched.step()
+        moved = {k.split(".")[0] for k, v in nets.state_dict().items() if not torch.equal(v, before[k])}
+        assert moved == ({"a"} if step < 2 else {"a", "b"}), (step, moved)
+        if step == 1:
+            after_a = {k: v.clone() for k, v in nets["a"].state_dict().items()}
+            drop_state(opt, nets["a"])
+            assert not any(p in opt.state for p in nets["a"].parameters())
+    assert all(torch.equal(v, after_a[k]) for k, v in nets["a"].state_dict().items())  # no decay after its window
+
+
+def test_claim_variants_are_valid_configs_that_differ_in_one_component():
+    from lns_parsing.claim import COMMON, VARIANTS
+    from lns_parsing.config import RULES
+
+    full = load_config(None, list(COMMON), DEFAULTS, RULES).to_dict()
+    seen = []
+    for name, v in VARIANTS.items():
+        cfg = load_config(f"lns_parsing/configs/{v.config}.yaml", list(v.overrides), DEFAULTS, RULES).to_dict()
+        changed = {f"{a}.{b}": cfg[a][b] for a in cfg for b in cfg[a] if cfg[a][b] != full[a][b]}
+        assert len(changed) == (0 if name == "full" else 1), (name, changed)  # one named component off
+        assert changed not in seen, (name, changed)
+        seen.append(changed)
