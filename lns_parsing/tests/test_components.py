@@ -249,7 +249,7 @@ def test_each_stage_trains_only_its_own_network_in_its_own_window():
     opt, sched = optimizer(nets, stages, cfg)
     assert [StageSchedule(2, 5, 1)(s) for s in (1, 2, 5)] == [0.0, 1.0, 0.0]
     before = {k: v.clone() for k, v in nets.state_dict().items()}
-    x, y = torch.rand(1, 1, 16, 16, 16), torch.randint(0, 2, (1, 16, 16, 16))
+    x = torch.rand(1, 1, 16, 16, 16)
     for step in range(5):
         name = "a" if step < 2 else "b"
         opt.zero_grad(set_to_none=True)
