@@ -109,24 +109,6 @@ RULES = {
 RESUMABLE = ("eval", "train.num_workers")
 
 
-def spell_off(overrides: list[str]) -> list[str]:
-    """``--set data.check=off`` is YAML for ``False``: read it (and ``false``/``no``) as the mode ``off``."""
-    return ["data.check='off'" if o.split("=", 1)[0].strip() == "data.check"
-            and o.split("=", 1)[1].strip().lower() in ("off", "false", "no") else o for o in overrides]
-
-
-def parse_args(parser, argv=None):
-    """``common.cli.parse`` with :func:`spell_off` applied to ``--set``: (args, cfg), every config
-    error raised here, then :func:`validate`."""
-    from common.cli import parse_config
-
-    args = parser.parse_args(argv)
-    args.overrides = spell_off(args.overrides)
-    cfg = parse_config(args, DEFAULTS, RULES)
-    validate(cfg)
-    return args, cfg
-
-
 def validate(cfg) -> None:
     """What RULES cannot say (one key against another), checked before anything runs."""
     errs = []

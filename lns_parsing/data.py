@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from common.cli import base_parser
+from common.cli import base_parser, parse
 from common.data import DataFormatError, data_root, require_files
 from common.datacheck import DataCheck
 
@@ -373,11 +373,12 @@ class PatchSet(Dataset):
 # ------------------------------------------------------------------------------------ CLI
 
 def main(argv=None) -> int:
-    from lns_parsing.config import parse_args
+    from lns_parsing.config import DEFAULTS, RULES, validate
 
     p = base_parser("check an lns_parsing dataset (every problem at once, each naming its file and case)",
                     default_config())
-    args, cfg = parse_args(p, argv)
+    args, cfg = parse(p, argv, DEFAULTS, RULES)
+    validate(cfg)
     log = logging.getLogger("lns_parsing.data")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     layout = read_layout(cfg, args.data_root)

@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from common.cli import eval_parser
+from common.cli import eval_parser, parse
 from common.run import start_eval
 from lns_parsing.baselines import majority_atlas
-from lns_parsing.config import DEFAULTS, RULES, parse_args
+from lns_parsing.config import DEFAULTS, RULES
 from lns_parsing.context import context_inputs
 from lns_parsing.data import default_config, load_data
 from lns_parsing.margins import margin_stations
@@ -48,7 +48,7 @@ def organ_dice(pred: dict, cases: dict, names: list[str], subset: list[str]) -> 
 
 
 def main(argv=None) -> int:
-    args, _ = parse_args(eval_parser(__doc__, default_config()), argv)
+    args, _ = parse(eval_parser(__doc__, default_config()), argv, DEFAULTS, RULES)
     ev = start_eval(PROJECT, args, DEFAULTS, RULES)   # checkpoint, its config (+ eval's --set) and seed, out dir
     cfg, log, device = ev.cfg, ev.log, ev.device
     t0 = time.perf_counter()

@@ -27,11 +27,11 @@ import time
 
 import torch
 
-from common.cli import base_parser
+from common.cli import base_parser, parse
 from common.data import build_loader, set_epoch
 from common.run import start_run
 from common.runtime import all_reduce_mean, autocast, check_step, make_grad_scaler, wrap_ddp
-from lns_parsing.config import RESUMABLE, parse_args
+from lns_parsing.config import DEFAULTS, RESUMABLE, RULES, validate
 from lns_parsing.context import context_inputs
 from lns_parsing.data import PatchSet, default_config, load_data
 from lns_parsing.losses import Objective
@@ -41,7 +41,8 @@ from lns_parsing.search import select_organs
 
 
 def main(argv=None) -> int:
-    args, cfg = parse_args(base_parser(__doc__, default_config()), argv)
+    args, cfg = parse(base_parser(__doc__, default_config()), argv, DEFAULTS, RULES)
+    validate(cfg)
     run = start_run("lns_parsing", args, cfg, resumable=RESUMABLE)  # DDP, device, seeds; checks a resume; writes nothing
     log, dist = run.log, run.dist
 

@@ -94,13 +94,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, 
 
 
 def test_check_off_spelling_and_unknown_mode():
-    from common.cli import base_parser
-    from lns_parsing.config import parse_args
+    from common.cli import base_parser, parse
+    from lns_parsing.config import DEFAULTS, RULES
 
-    _, cfg = parse_args(base_parser("x"), ["--set", "data.check=off"])  # YAML reads `off` as False
+    _, cfg = parse(base_parser("x"), ["--set", "data.check=off"], DEFAULTS, RULES)  # YAML 1.1 would read False
     assert cfg.data.check == "off"
     with pytest.raises(ConfigError, match="data.check"):
-        parse_args(base_parser("x"), ["--set", "data.check=sometimes"])
+        parse(base_parser("x"), ["--set", "data.check=sometimes"], DEFAULTS, RULES)
 
 
 @pytest.mark.slow
