@@ -247,7 +247,9 @@ def test_each_stage_trains_only_its_own_network_in_its_own_window():
     again = build_pipeline(cfg, stages[1:], seed=0)  # a stage's initial weights do not depend on the others
     assert all(torch.equal(p, q) for p, q in zip(nets["b"].parameters(), again["b"].parameters()))
     opt, sched = optimizer(nets, stages, cfg)
-    assert [StageSchedule(2, 5, 1)(s) for s in (1, 2, 5)] == [0.0, 1.0, 0.0]
+    # warm-up and cosine restart at each stage's first step; 0 before and after its window
+    assert [StageSchedule(2, 6, 2)(s) for s in (0, 2, 3, 6, 9)] == pytest.approx(
+        [0.0, 0.5, 0.5 * (1 + np.cos(np.pi / 4)), 0.0, 0.0])
     before = {k: v.clone() for k, v in nets.state_dict().items()}
     x = torch.rand(1, 1, 16, 16, 16)
     for step in range(5):
