@@ -55,8 +55,9 @@ def test_train_then_eval_end_to_end(tiny_root, tmp_path):
     assert (run / "fig_station_dice.png").stat().st_size > 1000 and list(run.glob("fig_slices_*.png"))
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_the_uninterrupted_run_and_a_changed_config_is_refused(tiny_root, tmp_path):
-    """In-process and cheap; the SIGKILL versions (1 and 2 processes) are `slow` below."""
+    """In-process (slow: the SIGKILL versions below cover exact resume in the fast budget's stead)."""
     full, cut = tmp_path / "full", tmp_path / "cut"
     sets = ["lns.organs=searched", "lns.ct_only_baseline=false", "data.folds=2", "lns.steps=4"]
     train.main(_args(tiny_root, full, sets))
