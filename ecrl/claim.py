@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from common.claim import Variant, run_claim
 from common.data import data_root
-from common.tsg.synthetic import generate
+from common.tsg.synthetic import generate, stale_reason
 
 CONFIG = "claim_ecrl"
 TESTBED = {"subdir": "tsg_claim", "seed": 1, "knobs": {}}  # the generator's default world, its own seed
@@ -38,9 +38,9 @@ VARIANTS = {
 
 
 def prepare(args) -> None:
-    """Generate the testbed's data set once (``<data root>/tsg_claim``)."""
+    """Generate the testbed's data set (``<data root>/tsg_claim``) unless it is there with these knobs."""
     out = data_root(args.data_root) / TESTBED["subdir"]
-    if not (out / "meta.json").is_file():
+    if stale_reason(out, TESTBED["seed"], **TESTBED["knobs"]) is not None:  # absent, or made by other knobs
         generate(out, seed=TESTBED["seed"], **TESTBED["knobs"])
 
 

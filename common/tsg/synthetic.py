@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import typing
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -143,6 +144,24 @@ def generate(out_dir: str | Path, seed: int = 0, preset: str = "v2", **knobs) ->
     return out
 
 
+def stale_reason(out_dir: str | Path, seed: int = 0, preset: str = "v2", **knobs) -> str | None:
+    """Why ``out_dir`` does not hold the set ``generate(out_dir, seed, preset, **knobs)`` would
+    write (no ``meta.json``, another preset, seed or knob value), or ``None`` when it does. A set
+    made by an earlier default (e.g. 700 train videos) is stale, not silently reused."""
+    meta_path = Path(out_dir) / "meta.json"
+    if not meta_path.is_file():
+        return f"{meta_path} does not exist"
+    meta = json.loads(meta_path.read_text())
+    want = asdict(V1Knobs(**knobs) if preset == "v1" else Knobs(**knobs))
+    have_preset = meta.get("preset", "v1")
+    if have_preset != preset or meta.get("seed") != seed:
+        return f"{meta_path}: preset {have_preset}, seed {meta.get('seed')}; wanted preset {preset}, seed {seed}"
+    diff = {k: (meta.get("knobs", {}).get(k), v) for k, v in want.items() if meta.get("knobs", {}).get(k) != v}
+    if diff:
+        return f"{meta_path}: knobs differ (have, want): " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
+    return None
+
+
 def write_glance(out: Path, seed: int, recs: dict[str, list[tuple[str, float, float, str]]]) -> None:
     """``glance/charades_sta_{split}.txt``: one glance uniform inside each moment (ViGA's format),
     from the ``glance`` stream only, so no other file depends on it."""
@@ -175,14 +194,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", choices=PRESETS, default="v2", help="v2 (default) or v1 (the first release, byte for byte)")
+    ap.add_argument("--keep-current", action="store_true",
+                    help="do nothing when OUT already holds this preset, seed and knobs (meta.json); regenerate otherwise")
     hints = typing.get_type_hints(Knobs) | typing.get_type_hints(V1Knobs)
     defaults = {f.name: f.default for f in fields(V1Knobs)} | {f.name: f.default for f in fields(Knobs)}
     for name in sorted(defaults):
         ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="V",
                         type=lambda s, t=hints[name]: _parse_value(s, t), help=f"v2 default {defaults[name]}")
     a = vars(ap.parse_args(argv))
-    out, seed, preset = a.pop("out"), a.pop("seed"), a.pop("preset")
+    out, seed, preset, keep = a.pop("out"), a.pop("seed"), a.pop("preset"), a.pop("keep_current")
     knobs = {k: v for k, v in a.items() if v is not None}
+    if keep:
+        reason = stale_reason(out, seed, preset, **knobs)
+        if reason is None:
+            print(json.dumps({"out": str(out), "seed": seed, "preset": preset, "up_to_date": True}))
+            return 0
+        print(f"regenerating: {reason}", file=sys.stderr)
     path = generate(out, seed, preset, **knobs)
     meta = json.loads((path / "meta.json").read_text())
     print(json.dumps({"out": str(path), "seed": seed, "preset": preset, **meta["counts"]}))

@@ -11,7 +11,7 @@ from common.tsg.evaluate import evaluate
 from common.tsg.features import FeatureStore
 from common.tsg.records import read_annotations
 from common.tsg.stats import CHARADES_STA_TRAIN, generator_summary
-from common.tsg.synthetic import generate, main
+from common.tsg.synthetic import generate, main, stale_reason
 from common.tsg.text import Vocab, load_glove
 from common.tsg.world import ACTIONS, OBJECTS, PHASES, REVERSE, Event, Knobs, World
 
@@ -251,6 +251,17 @@ def test_cli(tmp_path, capsys):
     assert knobs["noise"] == 0.5 and knobs["aligned_space"] is True and knobs["binding"] == "additive"
     assert main(["--out", str(tmp_path / "v1"), "--preset", "v1", "--train-videos", "12", "--test-videos", "6"]) == 0
     assert _sha(tmp_path / "v1" / "features.h5") == V1_SHA256["features.h5"]
+    # --keep-current: the same preset, seed and knobs are kept; a set made with other knobs (an
+    # earlier default) is regenerated, not silently reused
+    v1 = ["--out", str(tmp_path / "v1"), "--preset", "v1", "--train-videos", "12", "--test-videos", "6"]
+    capsys.readouterr()
+    assert main(v1 + ["--keep-current"]) == 0 and json.loads(capsys.readouterr().out)["up_to_date"] is True
+    assert stale_reason(tmp_path / "v1", 0, "v1", train_videos=12, test_videos=6) is None
+    assert "train_videos 12 -> 13" in stale_reason(tmp_path / "v1", 0, "v1", train_videos=13, test_videos=6)
+    assert "seed 0; wanted preset v1, seed 1" in stale_reason(tmp_path / "v1", 1, "v1", train_videos=12, test_videos=6)
+    assert "does not exist" in stale_reason(tmp_path / "none")
+    assert main(v1[:-1] + ["7", "--keep-current"]) == 0 and "regenerating" in capsys.readouterr().err
+    assert _meta(tmp_path / "v1")["knobs"]["test_videos"] == 7
 
 
 def _span_thirds(x, min_len=3):
