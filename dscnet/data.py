@@ -31,11 +31,10 @@ import torch
 from torch.utils.data import Dataset
 
 from common.config import Config
-from common.data import DataFormatError
-from common.tsg.data import GroundingData, check_main, layout, load_grounding_data
+from common.tsg.data import GroundingData, check_main, load_grounding_data
 from common.tsg.dataset import TSGDataset
 from common.tsg.features import FeatureStore, resample
-from common.tsg.text import Vocab, glove_vocab
+from common.tsg.text import Vocab
 from dscnet.config import DEFAULTS
 
 HINT = "See dscnet/README.md (Data layout); the embedded set is made by `make -C dscnet data`."
@@ -108,13 +107,9 @@ def load_train(cfg: Config, root: str | Path | None = None, *, seed: int = 0,
     the unpaired training view (module doc). The vocabulary is the train words plus the test
     words GloVe has (``glove_vocab``: their sentences only, never their moments)."""
     d = cfg.data
-    g = load_grounding_data(cfg, root, seed=seed, need_train_set=False, need_embeddings=False, hint=HINT)
-    base, files = layout(d, root)
-    vocab, emb = glove_vocab(base / files["glove"], sorted(q.sentence for q in g.train.queries),
-                             sorted(q.sentence for q in g.test.queries), min_freq=d.min_word_freq, cache=glove_cache)
-    if emb.shape[1] != cfg.model.word_dim:
-        raise DataFormatError(f"{base / files['glove']}: {emb.shape[1]}-d vectors but the model expects "
-                              f"{cfg.model.word_dim}-d (model.word_dim)")
+    g = load_grounding_data(cfg, root, seed=seed, word_dim=cfg.model.word_dim, glove_cache=glove_cache,
+                            need_train_set=False, hint=HINT)
+    vocab, emb = g.vocab, g.embeddings   # ids are frequency-then-spelling ordered: independent of line order
     vids, durs, sents = unpaired_view(g.train, seed)
     fdim = d.feature_dim or g.features.dim
     pairs = None
@@ -127,8 +122,7 @@ def load_train(cfg: Config, root: str | Path | None = None, *, seed: int = 0,
 def load_eval(cfg: Config, root: str | Path | None = None, *, vocab: Vocab, seed: int = 0) -> GroundingData:
     """The test split (with the run's vocabulary) and the train annotations for the reference
     baselines; the same checks as training."""
-    return load_grounding_data(cfg, root, seed=seed, vocab=vocab, need_train_set=False, need_embeddings=False,
-                               hint=HINT)
+    return load_grounding_data(cfg, root, seed=seed, vocab=vocab, need_train_set=False, hint=HINT)
 
 
 def main(argv=None) -> int:

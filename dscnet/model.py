@@ -81,9 +81,10 @@ class ClipEncoder(nn.Module):
     dilation 1, 2, 4, ...: block ``i`` sees ``2^(i+2) - 1`` clips), zero on padding. RECONSTRUCTED
     (the abstract names no video encoder)."""
 
-    def __init__(self, feat_dim: int, d: int, layers: int, dropout: float):
+    def __init__(self, feat_dim: int, d: int, layers: int, dropout: float, input_norm: bool = True):
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(feat_dim, d), nn.LayerNorm(d), nn.GELU(), nn.Dropout(dropout))
+        norm = nn.LayerNorm(d) if input_norm else nn.Identity()   # off: the clip's feature norm (saliency) survives
+        self.proj = nn.Sequential(nn.Linear(feat_dim, d), norm, nn.GELU(), nn.Dropout(dropout))
         self.convs = nn.ModuleList(nn.Conv1d(d, d, 3, padding=2 ** i, dilation=2 ** i) for i in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
         self.drop = nn.Dropout(dropout)
@@ -234,7 +235,7 @@ class DSCNet(nn.Module):
         self.register_buffer("sizes", torch.full((self.k,), 1.0 / self.k))    # the query clusters' shares
         self.register_buffer("dec_freq", torch.ones(self.k))                  # DEC's soft frequencies f_k
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))      # centres set at least once
-        self.video = ClipEncoder(feat_dim, mc.d, mc.video_layers, mc.dropout)
+        self.video = ClipEncoder(feat_dim, mc.d, mc.video_layers, mc.dropout, mc.video_norm)
         self.aggregate = SemanticAggregation(mc.d, mc.z_dim, dc.tau)
         self.head = GroundingHead(mc.d, mc.z_dim, mc.head_layers, mc.dropout)
         self.foreground = ForegroundBranch(mc.d, mc.dropout) if dc.foreground else None
