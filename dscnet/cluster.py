@@ -19,10 +19,12 @@ from __future__ import annotations
 import torch
 
 
-def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[N, K]`` (float64 accumulation for stable assignments)."""
+def _sqdist(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared Euclidean distances ``[N, K]`` (float64 accumulation for stable assignments);
+    ``x_sq``: the rows' squared norms in float64, when the caller has them."""
     x64, c64 = x.double(), c.double()
-    return ((x64 * x64).sum(1, keepdim=True) - 2.0 * x64 @ c64.T + (c64 * c64).sum(1)[None, :]).clamp_min(0.0)
+    xx = (x64 * x64).sum(1, keepdim=True) if x_sq is None else x_sq[:, None]
+    return (xx - 2.0 * x64 @ c64.T + (c64 * c64).sum(1)[None, :]).clamp_min(0.0)
 
 
 def kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -30,17 +32,20 @@ def kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tens
     n = x.shape[0]
     if n < k:
         raise ValueError(f"k-means: {n} points for {k} clusters (lower dscnet.clusters)")
+    x64 = x.double()
+    x_sq = (x64 * x64).sum(1)
     first = int(torch.randint(n, (1,), generator=generator))
     idx = [first]
-    d2 = _sqdist(x, x[first:first + 1])[:, 0]
+    d2 = _sqdist(x64, x64[first:first + 1], x_sq)[:, 0]
     for _ in range(1, k):
         total = float(d2.sum())
         if total <= 0.0:  # every point coincides with a centre: take the next unused index
-            nxt = next(i for i in range(n) if i not in set(idx))
+            used = set(idx)
+            nxt = next(i for i in range(n) if i not in used)
         else:
             nxt = int(torch.multinomial((d2 / total).float(), 1, generator=generator))
         idx.append(nxt)
-        d2 = torch.minimum(d2, _sqdist(x, x[nxt:nxt + 1])[:, 0])
+        d2 = torch.minimum(d2, _sqdist(x64, x64[nxt:nxt + 1], x_sq)[:, 0])
     return x[idx].clone()
 
 
@@ -54,12 +59,14 @@ def kmeans(x: torch.Tensor, k: int, *, generator: torch.Generator, init: torch.T
     if c.shape != (k, x.shape[1]):
         raise ValueError(f"k-means init has shape {tuple(c.shape)}, expected {(k, x.shape[1])}")
     scale = float(x.var(0).sum().clamp_min(1e-12))
+    x64 = x.double()
+    x_sq = (x64 * x64).sum(1)
     assign = torch.zeros(x.shape[0], dtype=torch.long)
     for _ in range(max(1, iters)):
-        d = _sqdist(x, c)
+        d = _sqdist(x64, c, x_sq)
         assign = d.argmin(1)
         counts = torch.bincount(assign, minlength=k)
-        new = torch.zeros_like(c, dtype=torch.float64).index_add_(0, assign, x.double())
+        new = torch.zeros_like(c, dtype=torch.float64).index_add_(0, assign, x64)
         empty = (counts == 0).nonzero().flatten().tolist()
         new = (new / counts.clamp_min(1)[:, None]).float()
         if empty:  # re-seed each empty cluster with the point farthest from its current centre
@@ -72,7 +79,7 @@ def kmeans(x: torch.Tensor, k: int, *, generator: torch.Generator, init: torch.T
         c = new
         if not empty and shift <= tol * scale:
             break
-    assign = _sqdist(x, c).argmin(1)
+    assign = _sqdist(x64, c, x_sq).argmin(1)
     return c, assign
 
 
