@@ -90,4 +90,4 @@ RULES = {
 }
 
 # keys a --resume may change (a longer schedule); any other difference from the run's config is refused
-RESUMABLE = ("train.epochs",)
+RESUMABLE = ("train.epochs", "data.check")   # data.check: how thoroughly the files are read, not what is trained

@@ -35,7 +35,7 @@ from common.cli import default_config, eval_parser, parse
 from common.config import ConfigError
 from common.data import build_loader
 from common.log import progress
-from common.run import start_eval
+from common.run import RunError, start_eval
 from common.runtime import autocast
 from common.tsg import Vocab, collate_tsg
 from common.tsg.baselines import bow_predictions, prior_predictions, random_predictions
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     ev = start_eval("dscnet", args, DEFAULTS, RULES)
     cfg, dev, log = ev.cfg, ev.device, ev.log
     if ev.run_dir is None or not (ev.run_dir / "vocab.json").is_file():
-        raise FileNotFoundError(f"{ev.checkpoint}: no vocab.json in its run directory (written by dscnet.train)")
+        raise RunError(f"{ev.checkpoint}: no vocab.json in its run directory (written by dscnet.train)")
     vocab = Vocab.load(ev.run_dir / "vocab.json")
     data = load_eval(cfg, args.data_root, vocab=vocab, seed=ev.seed)
     net = build_model(cfg, len(vocab), data.features.dim)
