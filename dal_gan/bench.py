@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     for b in (8, 32):
         x = torch.rand(b, 3, a.size, a.size, device=device) * 2 - 1
 
-        def infer():
+        def infer(x=x):
             with torch.no_grad(), autocast(device, a.amp):
                 g(x)
         infer()

@@ -151,7 +151,7 @@ def _parse_metadata(path: Path, check: DataCheck) -> list[_Row | None]:
                 check.add(path, where, f"{len(rec)} fields, header has {len(header)}")
                 rows.append(None)
                 continue
-            get = lambda c: rec[cols[c]].strip()  # noqa: E731
+            get = lambda c, rec=rec: rec[cols[c]].strip()  # noqa: E731
             fp = get("filepath")
             m = _PATH.match(fp)
             problems = []
@@ -489,10 +489,10 @@ def _render_subject(args) -> list[dict]:
                            "seed": int(rng.integers(2**31)), **kw})
 
     seqs = []
-    for k in range(syn["baseline_frames"]):
+    for _ in range(syn["baseline_frames"]):
         seqs.append(("0010_baseline", "baseline", "none", nu(yaw=float(rng.uniform(-3, 3)))))
     exprs = ("surprise", "fear", "disgust", "happy", "sad", "anger")
-    for k in range(syn["expression_frames"]):
+    for _ in range(syn["expression_frames"]):
         seqs.append(("0010_expression", "expression", "none",
                      nu(yaw=float(rng.uniform(-5, 5)), expression=str(rng.choice(exprs)),
                         intensity=float(rng.uniform(0.6, 1.0)))))
@@ -501,7 +501,7 @@ def _render_subject(args) -> list[dict]:
     for y in yaws:
         y = float(np.clip(y + rng.uniform(-4, 4), -90, 90))
         seqs.append(("0010_pose", "pose", "none", nu(yaw=y)))
-    for k in range(syn["eyewear_frames"]):
+    for _ in range(syn["eyewear_frames"]):
         ew = str(rng.choice(("clear", "sunglasses")))
         seqs.append(("0011_baseline", "baseline", {"clear": "glasses", "sunglasses": "sunglasses"}[ew],
                      nu(yaw=float(rng.uniform(-3, 3)), eyewear=ew)))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from common.checkpoint import atomic_save, load_state_into, safe_load
 from common.run import runs_root
 from common.runtime import seed_everything
-from dal_gan.data import FaceData, ImageStore, Image
+from dal_gan.data import FaceData, Image, ImageStore
 from dal_gan.model import Embedder
 
 log = logging.getLogger("dal_gan.embedders")
@@ -102,7 +102,7 @@ def train_embedder(which: str, cfg, images: torch.Tensor, labels: torch.Tensor, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     m.train()
     t0, losses = time.perf_counter(), []
-    for epoch in range(e.epochs):
+    for _ in range(e.epochs):
         perm = torch.randperm(n, generator=g)
         tot = 0.0
         for i in range(0, n, e.batch_size):

@@ -269,7 +269,7 @@ def figures(res: dict, out_dir: Path, rows: int, patches=None) -> list[Path]:
     written.append(p)
     # ---- ROC (all probes) per method / baseline
     fig, ax = plt.subplots(figsize=(4.2, 3.4))
-    for name, img in images.items():
+    for name in images:
         s, gen = cosine_scores(embed_cached(res, name), [x.subject for x in probes], arr["gal_emb"], arr["gal_subj"])
         fpr, tpr, _ = roc(s.ravel(), gen.ravel())
         ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"{name} (AUC {res['all'][name]['AUC']:.1f})", lw=1)

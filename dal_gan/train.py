@@ -70,100 +70,99 @@ def main(argv=None) -> int:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     run = start_run("dal_gan", args, cfg, resumable=RESUMABLE)  # DDP, device, seeds; checks a resume; writes nothing
+    with run:  # an error that ends training goes into train.log too
+        # ============================ data ============================
+        data = load_data(cfg, args.data_root, log_=run.log)       # every file checked before the run dir exists
+        emb_path = embedder_path(cfg, "loss", args.runs_root) if cfg.loss.id > 0 else None
+        embedder = load_embedder(emb_path) if emb_path else None  # a missing embedder fails here, before open()
+        perceptual = Perceptual(cfg.loss.perc_layers) if cfg.loss.perc > 0 else None
+        run.open()                                                # run dir, lock, config/env record, train.log
+        if emb_path:
+            run.log.info("identity-loss embedder: %s", emb_path)
+        store = ImageStore(cfg.data.size, cfg.data.box_margin)
+        train_set, val_set = PairSet(data.train, data, store, data.label), PairSet(data.val, data, store, data.label)
+        loader = build_loader(train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=run.dist,
+                              num_workers=cfg.train.workers, drop_last=True)
+        if len(loader) == 0:
+            raise ValueError(f"{len(train_set)} training frames are fewer than one batch of {cfg.train.batch_size} per process")
 
-    # ============================ data ============================
-    data = load_data(cfg, args.data_root, log_=run.log)       # every file checked before the run dir exists
-    emb_path = embedder_path(cfg, "loss", args.runs_root) if cfg.loss.id > 0 else None
-    embedder = load_embedder(emb_path) if emb_path else None  # a missing embedder fails here, before open()
-    perceptual = Perceptual(cfg.loss.perc_layers) if cfg.loss.perc > 0 else None
-    run.open()                                                # run dir, lock, config/env record, train.log
-    if emb_path:
-        run.log.info("identity-loss embedder: %s", emb_path)
-    store = ImageStore(cfg.data.size, cfg.data.box_margin)
-    train_set, val_set = PairSet(data.train, data, store, data.label), PairSet(data.val, data, store, data.label)
-    loader = build_loader(train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=run.dist,
-                          num_workers=cfg.train.workers, drop_last=True)
-    if len(loader) == 0:
-        raise ValueError(f"{len(train_set)} training frames are fewer than one batch of {cfg.train.batch_size} per process")
+        # ============================ model ===========================
+        dev = run.device
+        g = wrap_ddp(build_model(cfg, len(data.train_subjects)).to(dev), run.dist, dev)
+        d_global, d_local, patches = build_discriminators(cfg)
+        d_global = wrap_ddp(d_global.to(dev), run.dist, dev)
+        d_local = wrap_ddp(d_local.to(dev), run.dist, dev) if d_local is not None else None
+        patches = patches.to(dev) if patches is not None else None
+        discs = nn.ModuleDict({"global": d_global, **({"local": d_local} if d_local is not None else {})})
+        objective = Objective(cfg, perceptual, embedder).to(dev)
 
-    # ============================ model ===========================
-    dev = run.device
-    g = wrap_ddp(build_model(cfg, len(data.train_subjects)).to(dev), run.dist, dev)
-    d_global, d_local, patches = build_discriminators(cfg)
-    d_global = wrap_ddp(d_global.to(dev), run.dist, dev)
-    d_local = wrap_ddp(d_local.to(dev), run.dist, dev) if d_local is not None else None
-    patches = patches.to(dev) if patches is not None else None
-    discs = nn.ModuleDict({"global": d_global, **({"local": d_local} if d_local is not None else {})})
-    objective = Objective(cfg, perceptual, embedder).to(dev)
+        # ========================== optimizer =========================
+        t = cfg.train
+        opt_g = torch.optim.Adam(g.parameters(), lr=t.lr_g, betas=(t.beta1, 0.999))
+        opt_d = torch.optim.Adam(discs.parameters(), lr=t.lr_d, betas=(t.beta1, 0.999))
+        total = t.epochs * len(loader)
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(total, t.decay_from))
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(total, t.decay_from))
+        scaler = make_grad_scaler(dev, args.amp)
 
-    # ========================== optimizer =========================
-    t = cfg.train
-    opt_g = torch.optim.Adam(g.parameters(), lr=t.lr_g, betas=(t.beta1, 0.999))
-    opt_d = torch.optim.Adam(discs.parameters(), lr=t.lr_d, betas=(t.beta1, 0.999))
-    total = t.epochs * len(loader)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(total, t.decay_from))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(total, t.decay_from))
-    scaler = make_grad_scaler(dev, args.amp)
+        # =========================== resume ===========================
+        more = {"d_global": d_global, "opt_d": opt_d, "sched_d": sched_d, **({"d_local": d_local} if d_local else {})}
+        start_epoch, step = run.resume(model=g, optimizer=opt_g, scheduler=sched_g, scaler=scaler, **more)
+        run.log.info("%s | generator %d params, discriminators %d | %d steps/epoch, batch %d x %d process(es)",
+                     data.summary(), sum(p.numel() for p in g.parameters()), sum(p.numel() for p in discs.parameters()),
+                     len(loader), t.batch_size, run.dist.world_size)
 
-    # =========================== resume ===========================
-    more = {"d_global": d_global, "opt_d": opt_d, "sched_d": sched_d, **({"d_local": d_local} if d_local else {})}
-    start_epoch, step = run.resume(model=g, optimizer=opt_g, scheduler=sched_g, scaler=scaler, **more)
-    run.log.info("%s | generator %d params, discriminators %d | %d steps/epoch, batch %d x %d process(es)",
-                 data.summary(), sum(p.numel() for p in g.parameters()), sum(p.numel() for p in discs.parameters()),
-                 len(loader), t.batch_size, run.dist.world_size)
+        # ============================ loop ============================
+        v_key = "visible" if cfg.dual.v_input == "same_pose" else "frontal"
+        for epoch in range(start_epoch, t.epochs):
+            set_epoch(loader, epoch)
+            g.train()
+            discs.train()
+            sums, t0 = defaultdict(float), time.perf_counter()
+            for batch in progress(loader, run.dist.rank, desc=f"epoch {epoch}"):
+                batch = {k: v.to(dev) for k, v in batch.items()}
+                inp = torch.cat([batch["thermal"], batch[v_key]]) if cfg.dual.enabled else batch["thermal"]
+                with autocast(dev, args.amp):
+                    out = g(inp * 2 - 1)                                  # path T (and path V), one shared encoder
+                # -- discriminators: real [thermal, target] vs fake [thermal, G(thermal)] (+ local patches)
+                set_requires_grad(discs.values(), True)
+                with autocast(dev, args.amp):
+                    d_parts = objective.discriminator(batch, out["fake"][: len(batch["thermal"])], d_global, d_local, patches)
+                opt_d.zero_grad(set_to_none=True)
+                scaler.scale(d_parts["loss"]).backward()
+                check_step(d_parts, discs, step, epoch, scaler=scaler)
+                scaler.step(opt_d)
+                # -- generator: the multi-purpose loss, discriminators frozen (their plain modules: no DDP hooks)
+                set_requires_grad(discs.values(), False)
+                with autocast(dev, args.amp):
+                    g_parts = objective.generator(out, batch, unwrap(d_global), unwrap(d_local) if d_local else None, patches)
+                opt_g.zero_grad(set_to_none=True)
+                scaler.scale(g_parts["loss"]).backward()
+                if step == t.poison_grad_step:                            # test hook (NaN guard)
+                    next(p for p in g.parameters() if p.grad is not None).grad.view(-1)[0] = float("nan")
+                check_step(g_parts, g, step, epoch, scaler=scaler)        # loss, gradients, parameters finite
+                scaler.step(opt_g)
+                scaler.update()
+                sched_g.step()
+                sched_d.step()
+                step += 1
+                for k, v in g_parts.items():
+                    sums[k] += float(v.detach())
+                for k, v in d_parts.items():
+                    sums["d_" + k if not k.startswith("d_") else k] += float(v.detach())
+            n = len(loader)
+            means = {k: all_reduce_mean(v / n) for k, v in sums.items()}
+            means.update(validate(g, val_set, dev))
+            run.metrics.log(step, "train", epoch=epoch + 1, lr=sched_g.get_last_lr()[0],
+                            epoch_s=round(time.perf_counter() - t0, 2), **means)
+            run.log.info("epoch %d/%d step %d | %s | %.1f s", epoch + 1, t.epochs, step,
+                         " ".join(f"{k} {v:.4g}" for k, v in means.items() if not math.isnan(v)), time.perf_counter() - t0)
 
-    # ============================ loop ============================
-    v_key = "visible" if cfg.dual.v_input == "same_pose" else "frontal"
-    for epoch in range(start_epoch, t.epochs):
-        set_epoch(loader, epoch)
-        g.train()
-        discs.train()
-        sums, t0 = defaultdict(float), time.perf_counter()
-        for batch in progress(loader, run.dist.rank, desc=f"epoch {epoch}"):
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            inp = torch.cat([batch["thermal"], batch[v_key]]) if cfg.dual.enabled else batch["thermal"]
-            with autocast(dev, args.amp):
-                out = g(inp * 2 - 1)                                  # path T (and path V), one shared encoder
-            # -- discriminators: real [thermal, target] vs fake [thermal, G(thermal)] (+ local patches)
-            set_requires_grad(discs.values(), True)
-            with autocast(dev, args.amp):
-                d_parts = objective.discriminator(batch, out["fake"][: len(batch["thermal"])], d_global, d_local, patches)
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(d_parts["loss"]).backward()
-            check_step(d_parts, discs, step, epoch, scaler=scaler)
-            scaler.step(opt_d)
-            # -- generator: the multi-purpose loss, discriminators frozen (their plain modules: no DDP hooks)
-            set_requires_grad(discs.values(), False)
-            with autocast(dev, args.amp):
-                g_parts = objective.generator(out, batch, unwrap(d_global), unwrap(d_local) if d_local else None, patches)
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(g_parts["loss"]).backward()
-            if step == t.poison_grad_step:                            # test hook (NaN guard)
-                next(p for p in g.parameters() if p.grad is not None).grad.view(-1)[0] = float("nan")
-            check_step(g_parts, g, step, epoch, scaler=scaler)        # loss, gradients, parameters finite
-            scaler.step(opt_g)
-            scaler.update()
-            sched_g.step()
-            sched_d.step()
-            step += 1
-            for k, v in g_parts.items():
-                sums[k] += float(v.detach())
-            for k, v in d_parts.items():
-                sums["d_" + k if not k.startswith("d_") else k] += float(v.detach())
-        n = len(loader)
-        means = {k: all_reduce_mean(v / n) for k, v in sums.items()}
-        means.update(validate(g, val_set, dev))
-        run.metrics.log(step, "train", epoch=epoch + 1, lr=sched_g.get_last_lr()[0],
-                        epoch_s=round(time.perf_counter() - t0, 2), **means)
-        run.log.info("epoch %d/%d step %d | %s | %.1f s", epoch + 1, t.epochs, step,
-                     " ".join(f"{k} {v:.4g}" for k, v in means.items() if not math.isnan(v)), time.perf_counter() - t0)
-
-    # ============================ save ============================
-        run.save(model=g, optimizer=opt_g, scheduler=sched_g, scaler=scaler, epoch=epoch + 1, step=step,
-                 extra={"n_classes": len(data.train_subjects), "train_subjects": data.train_subjects}, **more)
-        if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
-            break
-    run.close()
+        # ============================ save ============================
+            run.save(model=g, optimizer=opt_g, scheduler=sched_g, scaler=scaler, epoch=epoch + 1, step=step,
+                     extra={"n_classes": len(data.train_subjects), "train_subjects": data.train_subjects}, **more)
+            if args.stop_after_epoch is not None and epoch + 1 >= args.stop_after_epoch:
+                break
     return 0
 
 

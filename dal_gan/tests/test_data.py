@@ -149,7 +149,7 @@ def test_malformed_metadata_rows_and_missing_files(tmp_path):
 
 def test_tufts_manifest_from_globs_and_its_checks(tmp_path):
     for s in ("s1", "s2", "s3", "s4"):
-        for mod, d in (("thermal", "TD_IR_A"), ("visible", "TD_RGB_A")):
+        for d in ("TD_IR_A", "TD_RGB_A"):
             for pose in ("p1", "p2"):
                 (tmp_path / d / s).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.full((12, 12, 3), 50, np.uint8)).save(tmp_path / d / s / f"{pose}.jpg")

@@ -94,7 +94,7 @@ def test_bad_input_fails_before_a_run_directory_exists(world, tmp_path):
     (root / "dal_gan_synthetic" / "splits" / "dev" / "val0.txt").write_text("S0000\nS0007\n")
     runs = tmp_path / "runs"
     with pytest.raises(DataCheckError) as e:
-        train.main(["--data-root", str(root), *_args(world, runs=runs)[2:]])
+        train.main(["--config", CFG, "--data-root", str(root), *_args(world, runs=runs)[4:]])
     msg = str(e.value)
     assert "FLIR_USB_0002.png: metadata.csv row" in msg and "missing image" in msg
     assert "val0.txt: line 1: subject S0000 is in two splits" in msg
