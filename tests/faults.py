@@ -240,6 +240,36 @@ def _no_run_dir_left(w: World, name: str) -> str | None:
     return f"left {left[0]}" if left else None
 
 
+def _project_case(project: str, subdir: str, name: str, what: str, break_fn, names: tuple[str, ...]) -> Case:
+    """The same broken grounding set under another TSG project's folder name, through its train.py."""
+    def run(w: World) -> Outcome:
+        root = w.root / name
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(w.tsg_clean(), root / subdir)
+        break_fn(root / subdir)
+        return w.module(f"{project}.train", "--config", f"{project}/configs/synthetic.yaml", "--data-root", root,
+                        "--runs-root", w.runs(name), "--no-tb")
+    return Case(project, what, run, names=names)
+
+
+def _break_nan(d: Path) -> None:
+    _h5_edit(d / "features.h5", _nan)
+
+
+def _break_line(d: Path) -> None:
+    p = d / "charades_sta_train.txt"
+    lines = p.read_text().splitlines()
+    lines[6] = "garbage line without separator"
+    p.write_text("\n".join(lines) + "\n")
+
+
+TSG_PROJECTS = {"ssrn": "tsg_boundary", "mgslnet": "tsg_longtail", "mhst": "tsg_synthetic", "dscnet": "tsg_synthetic"}
+PROJECT_CASES = [c for p, sub in TSG_PROJECTS.items() for c in (
+    _project_case(p, sub, f"{p}_nan", "NaN in one video's features", _break_nan, ("features.h5", "SYN00003")),
+    _project_case(p, sub, f"{p}_line", "a train annotation line without the '##' separator", _break_line,
+                  ("charades_sta_train.txt", "line 7")))]
+
+
 # ============================ config ============================
 
 def _config_case(item: str, names: tuple[str, ...], what: str) -> Case:
@@ -488,6 +518,7 @@ CASES: list[Case] = [
     Case("migperf", "apply without --yes", _migperf_apply_without_yes, names=("--yes",)),
     Case("migperf", "benchmark spec with batch size 0", _migperf_bad_spec, names=("spec_bs0.yaml", "batch_sizes")),
     Case("migperf", "benchmark spec with an unknown key", _migperf_unknown_key, names=("spec_key.yaml", "workloads")),
+    *PROJECT_CASES,
 ]
 
 
