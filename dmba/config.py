@@ -121,7 +121,7 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class Range:
-    """A numeric range for RULES. # DEVIATION: a local stand-in until common.config.Range lands."""
+    """A numeric range for RULES (a local stand-in until common.config.Range lands)."""
 
     min: float | None = None
     max: float | None = None
@@ -176,13 +176,12 @@ RULES = {
     "attack.plus_jitter": Range(min=0.0),
     "eval.asr_tolerance": Range(min=0.0, open_min=True),
     "eval.figures": Range(min=0),
-    "tag": _tag_ok,                    # a folder-name suffix: it must not leave runs/dmba/<config>
 }
 RESUMABLE = ("train.epochs",)          # keys a --resume may change; any other difference is refused
 
 
 def check(cfg: Config) -> Config:
-    """Apply RULES (choices, ranges, predicates); one error lists every violation."""
+    """Apply RULES (choices, ranges) and the checks across keys; one error lists every violation."""
     bad = []
     for key, rule in RULES.items():
         node = cfg
@@ -191,14 +190,13 @@ def check(cfg: Config) -> Config:
         if isinstance(rule, tuple):
             ok = node in rule
             want = f"one of {rule}"
-        elif isinstance(rule, Range):
+        else:
             ok = rule.ok(node)
             want = f"in {'(' if rule.open_min else '['}{rule.min}, {rule.max}]"
-        else:
-            ok = rule(node)
-            want = "letters, digits, '_', '.', '+', '-' only"
         if not ok:
             bad.append(f"{key}={node!r}: must be {want}")
+    if not _tag_ok(cfg.tag):  # a folder-name suffix: it must not leave runs/dmba/<config>
+        bad.append(f"tag={cfg.tag!r}: letters, digits, '_', '.', '+', '-' only")
     if cfg.attack.keep_min > cfg.attack.keep_max:
         bad.append(f"attack.keep_min={cfg.attack.keep_min} > attack.keep_max={cfg.attack.keep_max}")
     if int(cfg.attack.plus_factor) != cfg.attack.plus_factor:

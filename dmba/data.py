@@ -258,7 +258,11 @@ def nearest_distance(points: np.ndarray, k: int = 3) -> np.ndarray:
 
 def head_box_ratios(points: np.ndarray, window: tuple[float, float, float, float], dist: np.ndarray) -> np.ndarray:
     """Share of each head's box (side = its nearest-head distance clipped to [4, 128] px) that lies
-    inside ``window`` = (x0, y0, x1, y1) (Bayesian CC ``datasets/crowd.py``, per-head targets)."""
+    inside ``window`` = (x0, y0, x1, y1) (Bayesian CC ``datasets/crowd.py``, per-head targets).
+
+    # DEVIATION: the Bayesian CC repository trains ShanghaiTech with another loader
+    # (``datasets/crowd_sh.py``: box 0.8 d clipped to [4, 40] px, heads kept at >= 50 %, unit
+    # targets); here every dataset uses the ``datasets/crowd.py`` rule above."""
     side = np.clip(dist, 4.0, 128.0)
     x0, y0, x1, y1 = window
     ix = np.clip(np.minimum(points[:, 0] + side / 2, x1) - np.maximum(points[:, 0] - side / 2, x0), 0, None)
@@ -396,7 +400,8 @@ class CrowdDataset(Dataset):
 
     @staticmethod
     def _pad(t):
-        """Zero-pad right/bottom to a multiple of 16 (count-preserving; no head is cut)."""
+        """Zero-pad right/bottom to a multiple of 16 (count-preserving; no head is cut).
+        # DEVIATION: SFANet's test loader resizes to a multiple of 16 instead (changing the scale)."""
         h, w = t.shape[-2:]
         ph, pw = (-h) % PAD, (-w) % PAD
         return torch.nn.functional.pad(t, (0, pw, 0, ph)) if (ph or pw) else t

@@ -11,6 +11,7 @@ and ``figures/`` into the run directory. The config and seed come from the run's
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,13 +28,12 @@ from common.runtime import autocast, resolve_device, seed_everything
 from dmba.attacks import expected_target_count
 from dmba.baselines import RidgeCounter, image_features
 from dmba.config import DEFAULTS, check, run_name
-from dmba.data import CrowdDataset, collate, density_cache, list_samples, load_split, eval_sets
+from dmba.data import CrowdDataset, collate, density_cache, eval_sets, list_samples, load_split
 from dmba.figures import density_grid
 from dmba.metrics import attack_metrics, count_ratio, mae_rmse
 from dmba.model import STRIDES, build_model
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-MODE_SUFFIXES = ("-clean", "-dmba_minus", "-dmba_plus")
 
 
 def find_run(args) -> Path:
@@ -61,16 +61,19 @@ def run_seed(run_dir: Path) -> int:
 
 
 def clean_counterpart(run_dir: Path, seed: int, args) -> Path | None:
-    """The clean model to compare with: ``--clean-run``, else the latest ``<config>-clean`` run of the
-    same seed beside this run (None when this run is clean or none exists)."""
+    """The clean model to compare with: ``--clean-run``, else the newest finished run of the same seed
+    in the sibling folder ``<stem>-clean``, where ``<stem>`` is this run's folder name up to its first
+    ``-`` (``synthetic-dmba_minus`` -> ``synthetic-clean``; claim variant ``csrnet-cov10`` ->
+    ``csrnet-clean``). None when this run is that clean run or none exists."""
     if args.clean_run:
         return Path(args.clean_run)
     folder = run_dir.parent.name
-    cut = min((folder.find(s) for s in MODE_SUFFIXES if folder.find(s) > 0), default=-1)
-    if cut < 0 or folder[cut:].startswith("-clean"):
+    clean = run_dir.parent.parent / (folder.split("-", 1)[0] + "-clean")
+    if clean == run_dir.parent or not clean.is_dir():
         return None
-    ck = latest_checkpoint("dmba", folder[:cut] + "-clean", seed, run_dir.parent.parent.parent)
-    return ck.parent.parent if ck else None
+    cands = sorted(d for d in clean.iterdir() if re.fullmatch(rf"(.*-)?s{seed}", d.name)
+                   and (d / "checkpoints" / "last.pt").is_file())
+    return cands[-1] if cands else None
 
 
 def load_model(cfg, run_dir: Path, device) -> torch.nn.Module:
@@ -210,7 +213,7 @@ def main(argv=None) -> int:
     write_results(out_dir, project="dmba", config=run_dir.parent.name, dataset=cfg.dataset.name,
                   split=cfg.dataset.test_split, seed=seed, metrics=metrics, wall_time_s=time.time() - t0,
                   baselines=baselines, model=cfg.model.name, attack=cfg.attack.mode, trigger=cfg.attack.trigger,
-                  n_images=len(samples), eval_overrides=list(args.overrides), run_dir=str(run_dir),
+                  n_images=len(samples), eval_overrides=list(args.overrides), trained_in=str(run_dir),
                   clean_run=str(clean_dir) if clean_dir else None, figures=[str(f) for f in figs],
                   torch_threads=torch.get_num_threads())
     log.info("%s: %s", run_dir.parent.name, " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))

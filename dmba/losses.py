@@ -5,7 +5,10 @@ model's output dict (dmba/model.py), ``batch`` the collated batch (dmba/data.py)
 multiplied by ``loss.density_scale`` (1 in the papers; a conditioning constant on the embedded
 set), so a predicted count is always ``density.sum() / density_scale``. ``reduction: sum`` sums
 over pixels and averages over images (the references' sum losses at their batch sizes divided
-by the batch size); ``mean`` averages over every element.
+by the batch size); ``mean`` averages over every element. # DEVIATION: CAN's official code sums
+over its batch of 26 without dividing (the same as a 26x larger learning rate), and KDMG divides
+its cosine term, already a batch mean, by the batch size again (its batch size is 1); here both
+are per-image means.
 
 * ``mse``      CSRNet, CAN: L = ||D - D_gt||^2 (leeyeehoo/CSRNet-pytorch ``MSELoss(size_average=False)``).
 * ``sfanet``   SFANet: L = ||D - D_gt||^2 + 0.1 BCE(A, A_gt), both summed; A_gt = the full-resolution

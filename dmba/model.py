@@ -69,9 +69,10 @@ def init_weights(module: nn.Module, how: str) -> None:
     """``normal``: N(0, 0.01) convs, zero biases, BN 1/0 (the references' ``_initialize_weights``);
     ``kaiming``: He init. # DEVIATION: the embedded set trains from scratch, where N(0, 0.01)
     behind no pretrained front-end does not train; the real configs keep the references' init."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            if how == "kaiming":
+            if how == "kaiming" and m is not convs[-1]:  # the 1-channel output conv stays N(0, 0.01)
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             else:
                 nn.init.normal_(m.weight, std=0.01)

@@ -18,12 +18,12 @@ from dmba.data import (
     CrowdDataset,
     as_points,
     collate,
+    eval_sets,
     head_box_ratios,
     list_samples,
     read_jhu_txt,
     read_qnrf_mat,
     read_shanghaitech_mat,
-    eval_sets,
 )
 from dmba.density import DensityCache, adaptive_sigmas, density_map, kernel_sigmas, pool_density, render_density
 from dmba.synthetic import generate, write_mat

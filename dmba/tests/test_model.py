@@ -26,7 +26,6 @@ from dmba.model import (
     param_groups,
 )
 
-
 # --------------------------------------------------------------------------- parameter counts
 
 def test_csrnet_params_equal_reference():
