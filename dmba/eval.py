@@ -29,6 +29,7 @@ from dmba.attacks import expected_target_count
 from dmba.baselines import RidgeCounter, image_features
 from dmba.config import DEFAULTS, check, run_name
 from dmba.data import CrowdDataset, collate, density_cache, eval_sets, list_samples, load_split
+from dmba.density import pool_density
 from dmba.figures import density_grid
 from dmba.metrics import attack_metrics, count_ratio, mae_rmse
 from dmba.model import STRIDES, build_model
@@ -107,9 +108,9 @@ def density_of(model, dataset, k: int, device, scale: float) -> np.ndarray:
 def trigger_stats(clean: CrowdDataset, trig: CrowdDataset) -> dict[str, float]:
     """How much the eval's triggered images differ from the clean ones (0 for no trigger)."""
     l1, b_clean, b_trig = [], [], []
-    for i in range(len(clean.samples)):
-        a = clean.image(i, False).astype(np.float64)
-        b = trig.image(i, True).astype(np.float64)
+    for k in range(len(clean)):
+        a = clean.image(*clean.entries[k]).astype(np.float64)
+        b = trig.image(*trig.entries[k]).astype(np.float64)
         l1.append(np.abs(a - b).mean() / 255.0)
         b_clean.append(a.mean())
         b_trig.append(b.mean())
@@ -124,7 +125,7 @@ def counting_baselines(cfg, data_root, stride: int, clean: CrowdDataset, trig: C
     ridge = RidgeCounter().fit(x, y)
     gt = np.array([len(s.points) for s in clean.samples], np.float64)
     fc = np.stack([image_features(clean.image(i, False)) for i in range(len(gt))])
-    ft = np.stack([image_features(trig.image(i, True)) for i in range(len(gt))])
+    ft = np.stack([image_features(trig.image(*trig.entries[i])) for i in range(len(gt))])
     out = {}
     for name, pc, pt in (("mean_count", np.full(len(gt), y.mean()), np.full(len(gt), y.mean())),
                          ("ridge", ridge.predict(fc), ridge.predict(ft))):
@@ -139,18 +140,23 @@ def figure_rows(cfg, samples, model, clean_model, stride: int, device, n: int) -
     clean, trig = eval_sets(samples, cfg, stride)
     poisoned = CrowdDataset(samples, cfg, "train", stride, cfg.attack.mode)  # for the attack's target map
     rows = []
+
+    def on_grid(m):  # ground-truth maps sum-pooled to the model's output grid, like its predictions
+        g = pool_density(clean._pad(torch.from_numpy(m)[None]), stride)[0].numpy()
+        return g[: -(-m.shape[0] // stride), : -(-m.shape[1] // stride)]
+
     for i in range(min(n, len(samples))):
         gt = clean.density(i, False)
-        maps = [("ground truth", gt, float(gt.sum()))]
+        maps = [("ground truth", on_grid(gt), float(gt.sum()))]
         if cfg.attack.mode != "none":
             tgt = poisoned.density(i, True)
-            maps.append((f"{cfg.attack.mode} target", tgt, float(tgt.sum())))
+            maps.append((f"{cfg.attack.mode} target", on_grid(tgt), float(tgt.sum())))
         models = [("this model", model)] + ([("clean model", clean_model)] if clean_model is not None else [])
         for label, m in models:
             for ds, where in ((clean, "clean"), (trig, "triggered")):
                 d = density_of(m, ds, i, device, scale)
                 maps.append((f"{label} on {where}", d, float(d.sum())))
-        rows.append({"name": samples[i].name, "clean": clean.image(i, False), "triggered": trig.image(i, True),
+        rows.append({"name": samples[i].name, "clean": clean.image(*clean.entries[i]), "triggered": trig.image(*trig.entries[i]),
                      "maps": maps})
     return rows
 

@@ -14,7 +14,7 @@ def density_grid(path: Path, rows: list[dict], title: str) -> Path:
     """One row per image. ``rows[i]``: ``name``, ``clean`` / ``triggered`` (uint8 HxWx3),
     ``maps``: a list of (label, map (h, w) or None, count) panels drawn after the two images."""
     ncol = 2 + max(len(r["maps"]) for r in rows)
-    fig = Figure(figsize=(2.3 * ncol, 2.4 * len(rows) + 0.4))
+    fig = Figure(figsize=(2.3 * ncol, 2.7 * len(rows) + 0.5))
     axes = fig.subplots(len(rows), ncol, squeeze=False)
     for ax_row, r in zip(axes, rows):
         h, w = r["clean"].shape[:2]

@@ -120,8 +120,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=120)
     ap.add_argument("--n-test", type=int, default=50)
     ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--min-count", type=int, default=8)
+    ap.add_argument("--max-count", type=int, default=80)
     a = ap.parse_args(argv)
-    p = generate(a.out, a.seed, a.n_train, a.n_test, a.size)
+    p = generate(a.out, a.seed, a.n_train, a.n_test, a.size, a.min_count, a.max_count)
     print(f"synthetic crowd set in {p}")
     return 0
 

@@ -120,14 +120,16 @@ def test_can_context_module_sees_beyond_the_local_receptive_field():
 
 def test_sfanet_attention_multiplies_the_density_features_before_the_output_conv():
     """Zero attention leaves only the output conv's bias (attention inside, no ReLU after)."""
-    m = SFANet(width=0.125).eval()
+    m = SFANet(width=0.125, init="kaiming").eval()
+    x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         m.out_head.bias.fill_(-0.3)
-        m.att_head[0].bias.fill_(-60.0)  # sigmoid -> 0
-        m.att_head[1].bias.fill_(-60.0)
-        out = m(torch.randn(1, 3, 32, 32))
-    assert out["attention"].max() < 1e-6
-    torch.testing.assert_close(out["density"], torch.full_like(out["density"], -0.3), atol=1e-5, rtol=0)
+        on = m(x)["density"]
+        m.att_head[1].bias.fill_(-60.0)  # BN shift: sigmoid -> 0
+        off = m(x)
+    assert (on + 0.3).abs().max() > 1e-2  # with attention the features reach the output
+    assert off["attention"].max() < 1e-6
+    torch.testing.assert_close(off["density"], torch.full_like(off["density"], -0.3), atol=1e-5, rtol=0)
 
 
 def test_kdmg_refiner_draws_each_head_with_its_learned_kernel():
