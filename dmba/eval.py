@@ -209,7 +209,9 @@ def main(argv=None) -> int:
                                  f"{run_dir.parent.name} seed {seed}: {cfg.model.name}, trigger {cfg.attack.trigger}"))
     if args.samples:
         extra = list_samples("shanghaitech", args.samples, "test", "clip")
-        rows = figure_rows(cfg, extra, model, clean_model, stride, device, len(extra))
+        real = cfg.__class__.wrap({**cfg.to_dict(), "dataset": {**cfg.dataset.to_dict(),  # real heads: SHA kernel
+                                                                "kernel": DEFAULTS["dataset"]["kernel"]}})
+        rows = figure_rows(real, extra, model, clean_model, stride, device, len(extra))
         figs.append(density_grid(out_dir / "figures" / f"samples_{Path(args.samples).name}.png", rows,
                                  f"{run_dir.parent.name} seed {seed} on {Path(args.samples).name}"))
 
