@@ -11,9 +11,9 @@ mean ± sample std, reported whatever it shows (runs/dmba/claim/claim.md).
 
 Every backdoored run's eval also reports ``benign_count_ratio``: the clean model of its group
 (same seed) counting on the same triggered images, so a trigger a clean model already miscounts
-shows up. The testbed runs the embedded world at 64 x 64 px (``configs/claim*.yaml``: the
-victims at a quarter of their channels, 10 epochs), so each of the 60 runs costs about a minute of
-one CPU core.
+shows up. The testbed runs the embedded world of ``make reproduce`` (96 x 96 px, the victims at a
+quarter of their channels) for 10 epochs instead of 15 (``configs/claim*.yaml``), so each of its
+60 runs costs about a minute and a half of one CPU core.
 
     python -m dmba.claim                         # all variants, seeds 0 1 2
     python -m dmba.claim --variants csrnet-clean csrnet-c100_dense --seeds 0
@@ -68,7 +68,7 @@ training images. Embedded synthetic set, not a paper benchmark."""
 
 
 def prepare(args) -> None:  # no-op when it exists
-    generate(data_root(args.data_root) / "dmba_synthetic64", seed=0, size=64, min_count=4, max_count=36)
+    generate(data_root(args.data_root) / "dmba_synthetic", seed=0)
 
 
 def main(argv=None) -> int:
