@@ -197,11 +197,18 @@ def list_samples(fmt: str, root: str | Path, split: str, out_of_bounds: str = "c
     if missing:
         raise DatasetNotFoundError(f"{len(missing)} annotation file(s) missing for {fmt}/{split}, e.g. "
                                    + ", ".join(missing[:5]))
-    out = []
-    for img, ann, reader in pairs:
-        size = _image_size(img)
-        pts, n_out = check_points(reader(ann), size, ann, out_of_bounds)
+    out, errors = [], []
+    for img, ann, reader in pairs:  # every problem of the split at once
+        try:
+            size = _image_size(img)
+            pts, n_out = check_points(reader(ann), size, ann, out_of_bounds)
+        except DataFormatError as e:
+            errors.append(str(e))
+            continue
         out.append(Sample(img.stem, img, ann, pts, size, n_out))
+    if errors:
+        raise DataFormatError(f"{fmt}/{split}: {len(errors)} of {len(pairs)} files are malformed:\n  "
+                              + "\n  ".join(errors[:20]) + ("\n  ..." if len(errors) > 20 else ""))
     n_out = [s for s in out if s.n_outside]
     if n_out:
         verb = "clipped to the border" if out_of_bounds == "clip" else "dropped"

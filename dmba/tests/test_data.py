@@ -84,6 +84,15 @@ def test_annotation_errors_name_file_and_record(tmp_path):
         read_jhu_txt(txt)
 
 
+def test_every_malformed_file_of_a_split_is_reported_at_once(tmp_path):
+    root = _sht(tmp_path, [[[1, 2]], [[3, 4]], [[5, 6]]])
+    savemat(str(root / "train_data/ground-truth/GT_IMG_1.mat"), {"wrong": np.zeros(2)})
+    (root / "train_data/ground-truth/GT_IMG_3.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataFormatError, match=r"2 of 3 files are malformed") as e:
+        list_samples("shanghaitech", root, "train")
+    assert "GT_IMG_1.mat" in str(e.value) and "GT_IMG_3.mat" in str(e.value)
+
+
 def test_two_by_n_locations_are_n_heads():
     pts = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0]])
     out = as_points(pts, Path("GT.mat"))
