@@ -156,8 +156,8 @@ def figure_rows(cfg, samples, model, clean_model, stride: int, device, n: int) -
             for ds, where in ((clean, "clean"), (trig, "triggered")):
                 d = density_of(m, ds, i, device, scale)
                 maps.append((f"{label} on {where}", d, float(d.sum())))
-        rows.append({"name": samples[i].name, "clean": clean.image(*clean.entries[i]), "triggered": trig.image(*trig.entries[i]),
-                     "maps": maps})
+        rows.append({"name": samples[i].name, "clean": clean.image(*clean.entries[i]),
+                     "triggered": trig.image(*trig.entries[i]), "maps": maps})
     return rows
 
 
