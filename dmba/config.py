@@ -17,9 +17,8 @@ the DMBA authors' training script uses them; ``configs/*.yaml`` state only what 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from common.config import Config, ConfigError
+from common.config import Config, ConfigError, Range
 
 MODELS = ("csrnet", "can", "sfanet", "bayesian", "kdmg")
 MODES = ("none", "dmba_minus", "dmba_plus")
@@ -48,6 +47,9 @@ DEFAULTS = {
         "out_of_bounds": "clip",       # public ShanghaiTech files hold heads just outside the image:
                                        # clip them to the border, counted and logged (error | drop | clip)
         "cache": True,                 # HDF5 cache of rendered maps under <data root>/.cache/dmba
+        "check": "full",               # full: decode every image and read every annotation before training;
+                                       # fast: decode a fixed 2% sample of images (annotations always read);
+                                       # off: no image decoding (common/datacheck.py)
         "workers": 0,                  # DataLoader workers (augmentation is a function of seed, epoch, index)
         "memo": False,                 # keep decoded images and maps in RAM (small sets only)
     },
@@ -119,22 +121,6 @@ DEFAULTS = {
 }
 
 
-@dataclass(frozen=True)
-class Range:
-    """A numeric range for RULES (a local stand-in until common.config.Range lands)."""
-
-    min: float | None = None
-    max: float | None = None
-    open_min: bool = False
-
-    def ok(self, v) -> bool:
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            return False
-        if self.min is not None and (v < self.min or (self.open_min and v == self.min)):
-            return False
-        return self.max is None or v <= self.max
-
-
 def _tag_ok(v) -> bool:
     return isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.+-]*", v) is not None and ".." not in v
 
@@ -146,6 +132,11 @@ RULES = {
     "dataset.kernel.beta": Range(min=0.0, open_min=True),
     "dataset.kernel.sigma": Range(min=0.0, open_min=True),
     "data.out_of_bounds": ("error", "drop", "clip"),
+    "data.check": ("full", "fast", "off"),
+    "data.crop": Range(min=1, null=True),
+    "data.min_side": Range(min=1, null=True),
+    "data.max_side": Range(min=1, null=True),
+    "dataset.kernel.max_sigma": Range(min=0.0, open_min=True, null=True),
     "data.workers": Range(min=0),
     "model.name": MODELS,
     "model.width": Range(min=0.0, open_min=True, max=4.0),
@@ -178,23 +169,17 @@ RULES = {
     "eval.figures": Range(min=0),
 }
 RESUMABLE = ("train.epochs",)          # keys a --resume may change; any other difference is refused
+# keys (prefixes) eval's --set may change on top of the trained run's config: the test-time trigger
+# (trigger transfer, coverage), the test data and eval settings; never the model or its training
+EVAL_MAY_CHANGE = ("eval.", "dataset.", "data.check", "data.cache", "data.workers", "data.memo",
+                   "data.out_of_bounds", "train.eval_batch_size", "attack.trigger", "attack.alpha",
+                   "attack.brightness", "attack.coverage", "attack.density", "attack.texture_seed")
 
 
-def check(cfg: Config) -> Config:
-    """Apply RULES (choices, ranges) and the checks across keys; one error lists every violation."""
+def validate(cfg: Config) -> Config:
+    """The checks across keys that RULES cannot state (RULES themselves are applied when the config
+    is loaded: ``common.config.load_config``); one error lists every violation."""
     bad = []
-    for key, rule in RULES.items():
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        if isinstance(rule, tuple):
-            ok = node in rule
-            want = f"one of {rule}"
-        else:
-            ok = rule.ok(node)
-            want = f"in {'(' if rule.open_min else '['}{rule.min}, {rule.max}]"
-        if not ok:
-            bad.append(f"{key}={node!r}: must be {want}")
     if not _tag_ok(cfg.tag):  # a folder-name suffix: it must not leave runs/dmba/<config>
         bad.append(f"tag={cfg.tag!r}: letters, digits, '_', '.', '+', '-' only")
     if cfg.attack.keep_min > cfg.attack.keep_max:
@@ -206,29 +191,9 @@ def check(cfg: Config) -> Config:
     return cfg
 
 
-def check_resume(saved: dict, cfg: Config, where) -> None:
-    """A resume may change only RESUMABLE keys; any other difference is refused."""
-    from common.config import flat_keys
-
-    def get(d, key):
-        for part in key.split("."):
-            if not isinstance(d, dict) or part not in d:
-                return "<absent>"
-            d = d[part]
-        return d
-
-    now = cfg.to_dict()
-    diff = [k for k in sorted(set(flat_keys(saved)) | set(flat_keys(now)))
-            if k not in RESUMABLE and get(saved, k) != get(now, k)]
-    if diff:
-        raise ConfigError(f"--resume {where}: the config differs from the checkpoint's in "
-                          + ", ".join(f"{k} ({get(saved, k)!r} -> {get(now, k)!r})" for k in diff)
-                          + f"; only {RESUMABLE} may change")
-
-
 def run_name(config_stem: str, cfg: Config) -> str:
     """``<config>-<clean|dmba_minus|dmba_plus>[-<tag>]``: the folder under runs/dmba/ and the
     ``config`` field of results.json, so clean and attacked runs sit side by side."""
-    check(cfg)
+    validate(cfg)
     mode = "clean" if cfg.attack.mode == "none" else cfg.attack.mode
     return f"{config_stem}-{mode}" + (f"-{cfg.tag}" if cfg.tag else "")

@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
 from common.data import DataFormatError, DatasetNotFoundError, data_root, require_files
+from common.datacheck import DataCheck
 from dmba.attacks import Trigger, poison_indices, target_points
 from dmba.density import DensityCache, kernel_sigmas, pool_density
 
@@ -170,8 +171,21 @@ def _images(folder: Path, allowed_other=lambda p: False) -> list[Path]:
     return imgs
 
 
-def list_samples(fmt: str, root: str | Path, split: str, out_of_bounds: str = "clip") -> list[Sample]:
-    """All annotated images of one split, checked (every problem names its file)."""
+def _problem(e: Exception, path: Path) -> str:
+    """A reader's message without the leading ``<path>: `` (the data check names the file)."""
+    msg = str(e)
+    return msg[len(str(path)) + 2:] if msg.startswith(f"{path}: ") else msg
+
+
+def list_samples(fmt: str, root: str | Path, split: str, out_of_bounds: str = "clip",
+                 check: DataCheck | None = None) -> list[Sample]:
+    """All annotated images of one split. Every problem (missing annotation, unreadable image or
+    annotation, malformed record, a head outside its image under ``error``) goes to ``check``
+    naming the file and the record; without a ``check`` they are raised together here, with one.
+    ``check.mode`` ``full`` decodes every image, ``fast`` a fixed sample, ``off`` none (the image
+    sizes and every annotation are read in every mode: the dataset needs them)."""
+    own = check is None
+    check = check or DataCheck(f"{fmt}/{split}", log=log)
     root = Path(root)
     if fmt == "shanghaitech":
         d = root / f"{split}_data"
@@ -193,28 +207,39 @@ def list_samples(fmt: str, root: str | Path, split: str, out_of_bounds: str = "c
         raise ValueError(f"unknown dataset format {fmt!r}; choose from {FORMATS}")
     if not pairs:
         raise DatasetNotFoundError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) found for {fmt}/{split} under {root}")
-    missing = [str(a) for _, a, _ in pairs if not a.is_file()]
-    if missing:
-        raise DatasetNotFoundError(f"{len(missing)} annotation file(s) missing for {fmt}/{split}, e.g. "
-                                   + ", ".join(missing[:5]))
-    out, errors = [], []
+    n_before = len(check.problems)
+    check.images([(f"{split} image {p.name}", p) for p, _, _ in pairs])  # decodable (full / fast sample)
+    out = []
     for img, ann, reader in pairs:  # every problem of the split at once
+        if not ann.is_file():
+            check.add(ann, f"annotation of {img.name}", "missing annotation file")
+            continue
         try:
             size = _image_size(img)
+        except DataFormatError as e:
+            if not any(p.file == str(img) for p in check.problems[n_before:]):
+                check.add(img, f"{split} image {img.name}", _problem(e, img))
+            continue
+        try:
             pts, n_out = check_points(reader(ann), size, ann, out_of_bounds)
         except DataFormatError as e:
-            errors.append(str(e))
+            check.add(ann, f"annotation of {img.name}", _problem(e, ann))
             continue
+        if n_out and out_of_bounds == "drop":
+            for _ in range(n_out):
+                check.skip(ann, img.name, "head outside the image (data.out_of_bounds=drop)")
         out.append(Sample(img.stem, img, ann, pts, size, n_out))
-    if errors:
-        raise DataFormatError(f"{fmt}/{split}: {len(errors)} of {len(pairs)} files are malformed:\n  "
-                              + "\n  ".join(errors[:20]) + ("\n  ..." if len(errors) > 20 else ""))
+    n_bad = len(check.problems) - n_before
+    if n_bad:
+        log.error("%s/%s: %d problem(s) in %d files", fmt, split, n_bad, len(pairs))
     n_out = [s for s in out if s.n_outside]
     if n_out:
         verb = "clipped to the border" if out_of_bounds == "clip" else "dropped"
         log.warning("%s/%s: %d head(s) outside their image in %d of %d files, %s (data.out_of_bounds=%s); e.g. %s",
                     fmt, split, sum(s.n_outside for s in n_out), len(n_out), len(out), verb, out_of_bounds,
                     ", ".join(f"{s.ann.name} ({s.n_outside})" for s in n_out[:3]))
+    if own:
+        check.raise_if_problems()
     return out
 
 
@@ -228,8 +253,20 @@ def density_cache(cfg, cli_root, split: str) -> DensityCache:
     return DensityCache(data_root(cli_root) / ".cache" / "dmba" / f"{cfg.dataset.name}-{split}.h5")
 
 
-def load_split(cfg, cli_root, split: str) -> list[Sample]:
-    return list_samples(cfg.dataset.format, dataset_root(cfg, cli_root), split, cfg.data.out_of_bounds)
+def load_split(cfg, cli_root, split: str, check: DataCheck | None = None) -> list[Sample]:
+    return list_samples(cfg.dataset.format, dataset_root(cfg, cli_root), split, cfg.data.out_of_bounds, check)
+
+
+def load_splits(cfg, cli_root, splits, log_=None) -> dict[str, list[Sample]]:
+    """The data check train and ``python -m dmba.data`` run before anything else: every split
+    read (``data.check`` decides how many images are decoded), every problem of every split
+    raised together (:class:`common.datacheck.DataCheckError`, by file and record)."""
+    check = DataCheck(cfg.dataset.name, cfg.data.check, log=log_ or log)
+    out = {}
+    for split in dict.fromkeys(splits):  # a missing folder raises DatasetNotFoundError with the layout
+        out[split] = load_split(cfg, cli_root, split, check)
+    check.raise_if_problems()
+    return out
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -450,24 +487,23 @@ def eval_sets(samples: list[Sample], cfg, stride: int, cache: DensityCache | Non
 # --------------------------------------------------------------------------- the data check
 
 def main(argv=None) -> int:
-    """Check both splits of a dataset (every problem at once per split) and fill the map cache."""
-    from common.cli import base_parser, parse
-    from dmba.config import DEFAULTS, check
+    """Check both splits of a dataset (every problem of both at once) and fill the map cache."""
+    from common.cli import base_parser, default_config, parse
+    from dmba.config import DEFAULTS, RULES, validate
     from dmba.model import STRIDES
 
-    p = base_parser(__doc__, Path(__file__).parent / "configs" / "synthetic.yaml")
-    args, cfg = parse(p, argv, DEFAULTS)
-    check(cfg)
+    args, cfg = parse(base_parser(__doc__, default_config("dmba")), argv, DEFAULTS, RULES)
+    validate(cfg)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for split in (cfg.dataset.train_split, cfg.dataset.test_split):
-        samples = load_split(cfg, args.data_root, split)
+    splits = load_splits(cfg, args.data_root, (cfg.dataset.train_split, cfg.dataset.test_split))
+    for split, samples in splits.items():
         ds = CrowdDataset(samples, cfg, "clean", STRIDES[cfg.model.name], "none",
                           density_cache(cfg, args.data_root, split))
         ds.precompute()
         n = [len(s.points) for s in samples]
         print(f"{cfg.dataset.name}/{split}: {len(samples)} images, {sum(n)} heads (min {min(n)}, mean "
               f"{sum(n) / len(n):.1f}, max {max(n)}), {sum(s.n_outside for s in samples)} outside their image "
-              f"({cfg.data.out_of_bounds}); density maps cached")
+              f"({cfg.data.out_of_bounds}); data check {cfg.data.check}; density maps cached")
     return 0
 
 

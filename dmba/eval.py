@@ -1,10 +1,13 @@
 """Evaluate a trained counter on the clean test set and on its fully triggered twin; write
 ``results.json`` (metrics: dmba/metrics.py; baselines: dmba/baselines.py), ``predictions.json``
-and ``figures/`` into the run directory. The config and seed come from the run's record
-(``config.yaml``, ``env.json``); eval's own ``--set`` is applied on top and recorded.
+and ``figures/`` into the run directory (or ``--out``). The config and seed come from the
+checkpoint (``common.run.start_eval``); eval's own ``--set`` is applied on top and recorded, and may
+change only what a test-time evaluation may (:data:`dmba.config.EVAL_MAY_CHANGE`: the test-time
+trigger, the dataset, eval settings); ``--config``/``--set attack.mode=...`` pick the run to evaluate.
 
     python -m dmba.eval --set attack.mode=dmba_minus          # the latest run of that config and seed
     python -m dmba.eval --run-dir runs/dmba/synthetic-dmba_minus/20260101T000000-s0
+    python -m dmba.eval --run-dir DIR --set attack.trigger=snow --out /tmp/snow   # another test-time trigger
     python -m dmba.eval --run-dir DIR --samples /data/ShanghaiTech/part_A_final   # + figures of its test images
 """
 
@@ -12,62 +15,36 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.checkpoint import load_model_weights
-from common.cli import base_parser, config_name
-from common.config import load_config
-from common.log import progress, setup_logging
-from common.results import write_results
-from common.run import latest_checkpoint, runs_root
-from common.runtime import autocast, resolve_device, seed_everything
+from common.cli import config_name, default_config, eval_parser
+from common.config import ConfigError, load_config
+from common.log import progress
+from common.run import start_eval
+from common.runtime import autocast
 from dmba.attacks import expected_target_count
 from dmba.baselines import RidgeCounter, image_features
-from dmba.config import DEFAULTS, check, run_name
-from dmba.data import CrowdDataset, collate, density_cache, eval_sets, list_samples, load_split
+from dmba.config import DEFAULTS, EVAL_MAY_CHANGE, RULES, run_name, validate
+from dmba.data import CrowdDataset, collate, density_cache, eval_sets, list_samples, load_split, load_splits
 from dmba.density import pool_density
 from dmba.figures import density_grid
 from dmba.metrics import attack_metrics, count_ratio, mae_rmse
 from dmba.model import STRIDES, build_model
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
 
-
-def find_run(args) -> Path:
-    """``--run-dir``, or the latest run of ``--config``/``--set`` and ``--seed``."""
-    if args.run_dir:
-        d = Path(args.run_dir)
-        if not (d / "checkpoints" / "last.pt").is_file():
-            raise FileNotFoundError(f"--run-dir {d}: no checkpoints/last.pt (not a finished dmba training run)")
-        return d
-    cfg0 = load_config(args.config, args.overrides, DEFAULTS)
-    name = run_name(config_name(args), cfg0)
-    ck = latest_checkpoint("dmba", name, args.seed, args.runs_root)
-    if ck is None:
-        raise FileNotFoundError(f"no trained run of dmba/{name} with seed {args.seed} under "
-                                f"{runs_root(args.runs_root) / 'dmba'}; train first (python -m dmba.train with the "
-                                "same --config/--set/--seed) or pass --run-dir")
-    return ck.parent.parent
-
-
-def run_seed(run_dir: Path) -> int:
-    env = run_dir / "env.json"
-    if not env.is_file():
-        raise FileNotFoundError(f"{env}: missing; the run record names the seed the model was trained with")
-    return int(json.loads(env.read_text())["cli"]["seed"])
-
-
-def clean_counterpart(run_dir: Path, seed: int, args) -> Path | None:
+def clean_counterpart(run_dir: Path | None, seed: int, clean_run: str | None) -> Path | None:
     """The clean model to compare with: ``--clean-run``, else the newest finished run of the same seed
     in the sibling folder ``<stem>-clean``, where ``<stem>`` is this run's folder name up to its first
     ``-`` (``synthetic-dmba_minus`` -> ``synthetic-clean``; claim variant ``csrnet-cov10`` ->
     ``csrnet-clean``). None when this run is that clean run or none exists."""
-    if args.clean_run:
-        return Path(args.clean_run)
+    if clean_run:
+        return Path(clean_run)
+    if run_dir is None:
+        return None
     folder = run_dir.parent.name
     clean = run_dir.parent.parent / (folder.split("-", 1)[0] + "-clean")
     if clean == run_dir.parent or not clean.is_dir():
@@ -77,11 +54,9 @@ def clean_counterpart(run_dir: Path, seed: int, args) -> Path | None:
     return cands[-1] if cands else None
 
 
-def load_model(cfg, run_dir: Path, device) -> torch.nn.Module:
-    c = cfg.__class__.wrap({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "pretrained": None}})
-    model = build_model(c)  # weights come from the checkpoint, not from ImageNet
-    load_model_weights(run_dir / "checkpoints" / "last.pt", model)
-    return model.to(device).eval()
+def bare_model(cfg) -> torch.nn.Module:
+    """The trained architecture without its ImageNet front-end (the weights come from a checkpoint)."""
+    return build_model(cfg.__class__.wrap({**cfg.to_dict(), "model": {**cfg.model.to_dict(), "pretrained": None}}))
 
 
 @torch.no_grad()
@@ -162,30 +137,34 @@ def figure_rows(cfg, samples, model, clean_model, stride: int, device, n: int) -
 
 
 def main(argv=None) -> int:
-    p = base_parser(__doc__, CONFIGS / "synthetic.yaml")
+    p = eval_parser(__doc__, default_config("dmba"))
     p.add_argument("--clean-run", default=None, help="the clean model's run dir (default: <config>-clean, same seed)")
     p.add_argument("--samples", default=None, metavar="DIR",
                    help="a ShanghaiTech-layout folder (test_data/images, ground_truth) to draw figures of")
-    p.add_argument("--out", default=None, help="write results and figures here instead of the run dir")
     args = p.parse_args(argv)
-    run_dir = find_run(args)
-    cfg = check(load_config(run_dir / "config.yaml", args.overrides, DEFAULTS))  # the config it was trained with
-    seed = run_seed(run_dir)
-    out_dir = Path(args.out) if args.out else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = setup_logging("dmba.eval", None)
-    seed_everything(seed)
-    device = resolve_device(args.device)
-    t0 = time.time()
+    # the run folder is named by the config and the attack (config.run_name): --set attack.mode picks it
+    name = None if (args.checkpoint or args.run_dir) else \
+        run_name(config_name(args), load_config(args.config, args.overrides, DEFAULTS, RULES))
+    ev = start_eval("dmba", args, DEFAULTS, RULES, config_name=name)  # checkpoint, its config (+ --set), seed
+    bad = {k: v for k, v in ev.eval_changed.items() if not k.startswith(EVAL_MAY_CHANGE)}
+    if bad:
+        raise ConfigError("eval may not change what the model was trained with: " + ", ".join(
+            f"{k} ({a!r} -> {b!r})" for k, (a, b) in bad.items()) + f"; eval may change {EVAL_MAY_CHANGE}")
+    cfg, device, seed, log = validate(ev.cfg), ev.device, ev.seed, ev.log
     stride = STRIDES[cfg.model.name]
     scale, bs = float(cfg.loss.density_scale), cfg.train.eval_batch_size
 
-    # the clean test set and its triggered twin, the model, the clean model for comparison
-    samples = load_split(cfg, args.data_root, cfg.dataset.test_split)
+    # the clean test set (checked: every problem at once) and its triggered twin, the model, and
+    # the clean model of the same config and seed for the benign-trigger check
+    samples = load_splits(cfg, args.data_root, (cfg.dataset.test_split,), log)[cfg.dataset.test_split]
     clean, trig = eval_sets(samples, cfg, stride, density_cache(cfg, args.data_root, cfg.dataset.test_split))
-    model = load_model(cfg, run_dir, device)
-    clean_dir = clean_counterpart(run_dir, seed, args)
-    clean_model = load_model(cfg, clean_dir, device) if clean_dir else None
+    model = ev.load_weights(bare_model(cfg)).to(device).eval()
+    clean_dir = clean_counterpart(ev.run_dir, seed, args.clean_run)
+    clean_model = None
+    if clean_dir is not None:
+        clean_model = bare_model(cfg)
+        load_model_weights(clean_dir / "checkpoints" / "last.pt", clean_model)
+        clean_model = clean_model.to(device).eval()
 
     pc = predict(model, clean, bs, device, args.amp, scale)
     pt = predict(model, trig, bs, device, args.amp, scale)
@@ -205,27 +184,25 @@ def main(argv=None) -> int:
     figs = []
     if cfg.eval.figures:
         rows = figure_rows(cfg, samples, model, clean_model, stride, device, cfg.eval.figures)
-        figs.append(density_grid(out_dir / "figures" / "examples.png", rows,
-                                 f"{run_dir.parent.name} seed {seed}: {cfg.model.name}, trigger {cfg.attack.trigger}"))
+        figs.append(density_grid(ev.path("figures/examples.png"), rows,
+                                 f"{ev.config_name} seed {seed}: {cfg.model.name}, trigger {cfg.attack.trigger}"))
     if args.samples:
         extra = list_samples("shanghaitech", args.samples, "test", "clip")
         real = cfg.__class__.wrap({**cfg.to_dict(), "dataset": {**cfg.dataset.to_dict(),  # real heads: SHA kernel
                                                                 "kernel": DEFAULTS["dataset"]["kernel"]}})
         rows = figure_rows(real, extra, model, clean_model, stride, device, len(extra))
-        figs.append(density_grid(out_dir / "figures" / f"samples_{Path(args.samples).name}.png", rows,
-                                 f"{run_dir.parent.name} seed {seed} on {Path(args.samples).name}"))
+        figs.append(density_grid(ev.path(f"figures/samples_{Path(args.samples).name}.png"), rows,
+                                 f"{ev.config_name} seed {seed} on {Path(args.samples).name}"))
 
     preds = {"names": [s.name for s in samples], "gt": gt.tolist(), "clean": pc.tolist(), "triggered": pt.tolist(),
              **{f"target_{k}": v.tolist() for k, v in targets.items()}}
-    (out_dir / "predictions.json").write_text(json.dumps(preds) + "\n")
-    write_results(out_dir, project="dmba", config=run_dir.parent.name, dataset=cfg.dataset.name,
-                  split=cfg.dataset.test_split, seed=seed, metrics=metrics, wall_time_s=time.time() - t0,
-                  baselines=baselines, model=cfg.model.name, attack=cfg.attack.mode, trigger=cfg.attack.trigger,
-                  n_images=len(samples), eval_overrides=list(args.overrides), trained_in=str(run_dir),
-                  clean_run=str(clean_dir) if clean_dir else None, figures=[str(f) for f in figs],
-                  torch_threads=torch.get_num_threads())
-    log.info("%s: %s", run_dir.parent.name, " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-    print(json.dumps({"run": str(run_dir), **metrics}))
+    ev.path("predictions.json").write_text(json.dumps(preds) + "\n")
+    ev.write_results(dataset=cfg.dataset.name, split=cfg.dataset.test_split, metrics=metrics, baselines=baselines,
+                     model=cfg.model.name, attack=cfg.attack.mode, trigger=cfg.attack.trigger, n_images=len(samples),
+                     clean_run=str(clean_dir) if clean_dir else None, figures=[str(f) for f in figs],
+                     torch_threads=torch.get_num_threads())
+    log.info("%s: %s", ev.config_name, " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    print(json.dumps({"run": str(ev.out_dir), **metrics}))
     return 0
 
 

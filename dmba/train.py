@@ -11,30 +11,18 @@ Counting", ACM MM 2022, arXiv 2207.05641. Documented defaults: dmba/config.py.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_training_state, safe_load, save_training_state
-from common.cli import base_parser, config_name, parse
+from common.cli import base_parser, config_name, default_config, parse
 from common.data import build_loader, set_epoch
 from common.log import progress
-from common.run import latest_checkpoint, start_run
-from common.runtime import (
-    all_reduce_mean,
-    autocast,
-    barrier,
-    check_finite,
-    cleanup_distributed,
-    make_grad_scaler,
-    wrap_ddp,
-)
-from dmba.config import DEFAULTS, check, check_resume, run_name
-from dmba.data import CrowdDataset, collate, density_cache, load_split, to_device
+from common.run import start_run
+from common.runtime import all_reduce_mean, autocast, barrier, check_step, make_grad_scaler, wrap_ddp
+from dmba.config import DEFAULTS, RESUMABLE, RULES, run_name, validate
+from dmba.data import CrowdDataset, collate, density_cache, load_splits, to_device
 from dmba.losses import Objective
 from dmba.model import STRIDES, build_model, param_groups
-
-CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def build_optimizer(cfg, groups):
@@ -50,36 +38,28 @@ def build_optimizer(cfg, groups):
     return opt, sched
 
 
-def refuse_incompatible_resume(args, cfg, name: str) -> None:
-    """Before anything is written: a resume may change only RESUMABLE keys (dmba/config.py)."""
-    if not args.resume:
-        return
-    path = latest_checkpoint("dmba", name, args.seed, args.runs_root) if args.resume == "auto" else Path(args.resume)
-    if path is not None and path.is_file():
-        check_resume(safe_load(path)["config"], cfg, path)
-
-
 def main(argv=None) -> int:
-    args, cfg = parse(base_parser(__doc__, CONFIGS / "synthetic.yaml"), argv, DEFAULTS)
-    check(cfg)
+    args, cfg = parse(base_parser(__doc__, default_config("dmba")), argv, DEFAULTS, RULES)
+    validate(cfg)
     stride = STRIDES[cfg.model.name]
-
-    name = run_name(config_name(args), cfg)
-    refuse_incompatible_resume(args, cfg, name)
+    # runs/dmba/<config>-<clean|dmba_minus|dmba_plus>[-tag]/: clean and attacked runs side by side
+    run = start_run("dmba", args, cfg, resumable=RESUMABLE, config_name=run_name(config_name(args), cfg))
+    log, dist = run.log, run.dist
 
     # ============================ data ============================
-    samples = load_split(cfg, args.data_root, cfg.dataset.train_split)  # every file checked first
-    run = start_run("dmba", args, cfg, config_name=name)
-    log = run.log
+    # both splits checked (every problem at once, by file and record) before the run dir exists
+    samples = load_splits(cfg, args.data_root, (cfg.dataset.train_split, cfg.dataset.test_split), log)
+    samples = samples[cfg.dataset.train_split]
     train_set = CrowdDataset(samples, cfg, "train", stride, cfg.attack.mode,
                              density_cache(cfg, args.data_root, cfg.dataset.train_split), seed=args.seed)
-    if run.is_main:
-        train_set.precompute()  # rank 0 fills the HDF5 cache; the others only read it
+    if dist.is_main:
+        train_set.precompute()  # rank 0 fills the HDF5 map cache; the others only read it
     barrier()
+    run.open()                  # run dir, lock, config/env record, train.log
     log.info("train: %d images, %d samples (%d poisoned, mode %s, trigger %s); %d torch threads",
              len(samples), len(train_set), train_set.n_poisoned, cfg.attack.mode, cfg.attack.trigger,
              torch.get_num_threads())
-    loader = build_loader(train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=run.dist,
+    loader = build_loader(train_set, cfg.train.batch_size, shuffle=True, seed=args.seed, dist=dist,
                           num_workers=cfg.data.workers, collate_fn=collate)
 
     # ============================ model ===========================
@@ -89,31 +69,27 @@ def main(argv=None) -> int:
     # ========================== optimizer =========================
     opt, sched = build_optimizer(cfg, param_groups(model, cfg))
     scaler = make_grad_scaler(run.device, args.amp)
-    model = wrap_ddp(model, run.dist, run.device)
+    model = wrap_ddp(model, dist, run.device)
 
     # =========================== resume ===========================
-    start_epoch, step = 0, 0
-    if run.resume_from:
-        st = load_training_state(run.resume_from, model=model, optimizer=opt, scheduler=sched, scaler=scaler)
-        start_epoch, step = st["epoch"], st["step"]
-        log.info("resumed at epoch %d step %d", start_epoch, step)
+    start_epoch, step = run.resume(model=model, optimizer=opt, scheduler=sched, scaler=scaler)
 
     # ============================ loop ============================
     t0 = time.time()
     for epoch in range(start_epoch, cfg.train.epochs):
         set_epoch(loader, epoch)
-        train_set.set_epoch(epoch)
+        train_set.set_epoch(epoch)  # crops and flips: a function of (seed, epoch, index)
         model.train()
         sums: dict[str, float] = {}
         n = 0
-        for batch in progress(loader, run.dist.rank, desc=f"epoch {epoch}"):
+        for batch in progress(loader, dist.rank, desc=f"epoch {epoch}"):
             batch = to_device(batch, run.device)
             with autocast(run.device, args.amp):
                 out = model(batch["image"], points=batch["points"])
             parts = objective(out, batch)
-            check_finite(parts["loss"], step, epoch, {k: float(v.detach()) for k, v in parts.items()})
             opt.zero_grad(set_to_none=True)
             scaler.scale(parts["loss"]).backward()
+            check_step(parts, model, step, epoch, scaler=scaler)  # loss, gradients, parameters finite
             scaler.step(opt)
             scaler.update()
             for k, v in parts.items():
@@ -125,19 +101,16 @@ def main(argv=None) -> int:
         run.metrics.log(step, "train", epoch=epoch + 1, lr=opt.param_groups[0]["lr"], **means)
         log.info("epoch %d/%d loss %.5g (%.0fs)", epoch + 1, cfg.train.epochs, means["loss"], time.time() - t0)
 
-    # ============================ save ============================
-        if run.is_main:
-            save_training_state(run.ckpt_dir / "last.pt", model=model, optimizer=opt, scheduler=sched,
-                                scaler=scaler, epoch=epoch + 1, step=step, config=cfg.to_dict(),
-                                extra={"run_name": run.config_name, "stride": stride})
-        barrier()
+        # ============================ save ============================
+        run.save(model=model, optimizer=opt, scheduler=sched, scaler=scaler, epoch=epoch + 1, step=step,
+                 extra={"stride": stride})  # every rank (RNG states gathered; rank 0 writes)
         if args.stop_after_epoch == epoch + 1:
             log.info("--stop-after-epoch %d: stopping", epoch + 1)
             break
     log.info("done: %s", run.run_dir)
     run.close()
-    cleanup_distributed()
-    print(run.run_dir)
+    if dist.is_main:
+        print(run.run_dir)
     return 0
 
 

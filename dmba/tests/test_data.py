@@ -12,6 +12,7 @@ from scipy.io import savemat
 
 from common.config import load_config
 from common.data import DataFormatError, DatasetNotFoundError
+from common.datacheck import DataCheckError
 from dmba.attacks import Trigger
 from dmba.config import DEFAULTS
 from dmba.data import (
@@ -21,6 +22,7 @@ from dmba.data import (
     eval_sets,
     head_box_ratios,
     list_samples,
+    load_splits,
     read_jhu_txt,
     read_qnrf_mat,
     read_shanghaitech_mat,
@@ -88,9 +90,14 @@ def test_every_malformed_file_of_a_split_is_reported_at_once(tmp_path):
     root = _sht(tmp_path, [[[1, 2]], [[3, 4]], [[5, 6]]])
     savemat(str(root / "train_data/ground-truth/GT_IMG_1.mat"), {"wrong": np.zeros(2)})
     (root / "train_data/ground-truth/GT_IMG_3.mat").write_bytes(b"not a mat file")
-    with pytest.raises(DataFormatError, match=r"2 of 3 files are malformed") as e:
-        list_samples("shanghaitech", root, "train")
-    assert "GT_IMG_1.mat" in str(e.value) and "GT_IMG_3.mat" in str(e.value)
+    (root / "train_data/images/IMG_2.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    (root / "test_data/ground-truth/GT_IMG_2.mat").unlink()
+    with pytest.raises(DataCheckError) as e:  # every problem of both splits, before training
+        load_splits(_cfg("dataset.root=.", "data.cache=false"), root, ("train", "test"))
+    probs = {(Path(p.file).name, p.record) for p in e.value.problems}
+    assert probs == {("GT_IMG_1.mat", "annotation of IMG_1.jpg"), ("IMG_2.jpg", "train image IMG_2.jpg"),
+                     ("GT_IMG_3.mat", "annotation of IMG_3.jpg"), ("GT_IMG_2.mat", "annotation of IMG_2.jpg")}, probs
+    assert "image_info" in str(e.value) and "missing annotation file" in str(e.value)
 
 
 def test_two_by_n_locations_are_n_heads():
@@ -108,10 +115,10 @@ def test_heads_outside_the_image_are_clipped_counted_and_logged(tmp_path, caplog
     assert (s[1].points[:, 0] < 48).all() and (s[1].points >= 0).all() and (s[1].points[:, 1] < 32).all()
     assert "2 head(s) outside their image in 1 of 2 files" in caplog.text and "GT_IMG_2.mat" in caplog.text
     assert len(list_samples("shanghaitech", root, "train", "drop")[1].points) == 1
-    with pytest.raises(DataFormatError, match=r"GT_IMG_2.mat: 2 head point\(s\) outside the 48x32 image.*head 1"):
+    with pytest.raises(DataFormatError, match=r"GT_IMG_2.mat: annotation of IMG_2.jpg: 2 head point\(s\) outside the 48x32 image.*head 1"):
         list_samples("shanghaitech", root, "train", "error")
     (root / "test_data/ground-truth/GT_IMG_1.mat").unlink()
-    with pytest.raises(DatasetNotFoundError, match="GT_IMG_1.mat"):
+    with pytest.raises(DataCheckError, match="GT_IMG_1.mat: annotation of IMG_1.jpg: missing annotation file"):
         list_samples("shanghaitech", root, "test")
     with pytest.raises(DatasetNotFoundError, match="MISSING"):
         list_samples("jhu", root, "train")

@@ -2,10 +2,6 @@
 triggered set), exact resume and rerun, refused resume, torchrun DDP, every victim, bench."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +9,11 @@ import torch
 
 from common.checkpoint import safe_load
 from common.config import ConfigError
+from common.run import ResumeError
+from common.testing import kill_and_resume, torchrun
 from dmba import eval as dmba_eval
 from dmba import train as dmba_train
 from dmba.synthetic import generate
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +23,17 @@ def tiny_root(tmp_path_factory):
     return root
 
 
-def _args(root, runs, *extra):
-    return ["--data-root", str(root), "--runs-root", str(runs), "--no-tb", "--device", "cpu",
-            "--set", "dataset.root=tiny", "--set", "model.width=0.125", "--set", "train.batch_size=4",
-            "--set", "train.eval_batch_size=4", "--set", "data.cache=false", "--set", "train.epochs=1", *extra]
+SETS = ["dataset.root=tiny", "model.width=0.125", "train.batch_size=4", "train.eval_batch_size=4", "data.cache=false",
+        "train.epochs=1"]
+
+
+def _args(root, runs, *extra, train=True):
+    return ["--data-root", str(root), "--runs-root", str(runs), *(["--no-tb"] if train else []), "--device", "cpu",
+            *[x for s in SETS for x in ("--set", s)], *extra]
+
+
+def _eval(root, runs, *extra):
+    return dmba_eval.main(_args(root, runs, *extra, train=False))
 
 
 def _runs(runs: Path, name: str) -> list[Path]:
@@ -44,7 +47,7 @@ def test_train_eval_writes_results_figures_and_the_benign_check(tiny_root, tmp_p
     run_dir = _runs(tmp_path, "synthetic-dmba_plus")[-1]
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs] == [1, 2]
-    assert dmba_eval.main(_args(tiny_root, tmp_path, *extra)) == 0
+    assert _eval(tiny_root, tmp_path, *extra) == 0
     res = json.loads((run_dir / "results.json").read_text())
     assert res["config"] == "synthetic-dmba_plus" and res["dataset"] == "synthetic" and res["n_images"] == 4
     for k in ("mae", "mse", "count_ratio", "asr_plus", "trig_mae_plus", "benign_count_ratio", "trigger_l1"):
@@ -56,12 +59,21 @@ def test_train_eval_writes_results_figures_and_the_benign_check(tiny_root, tmp_p
     assert (run_dir / "figures" / "examples.png").stat().st_size > 10_000
     preds = json.loads((run_dir / "predictions.json").read_text())
     assert preds["target_plus"] == [2 * g for g in preds["gt"]]
+    # eval may change the test-time trigger (recorded; --out keeps the run's own results) but not the model
+    snow = tmp_path / "snow"
+    _eval(tiny_root, tmp_path, *extra, "--set", "attack.trigger=snow", "--set", "eval.figures=0", "--out", str(snow))
+    other = json.loads((snow / "results.json").read_text())
+    assert other["trigger"] == "snow" and other["eval_changed"] == {"attack.trigger": ["rain", "snow"],
+                                                                   "eval.figures": [3, 0]}
+    assert json.loads((run_dir / "results.json").read_text())["trigger"] == "rain"
+    with pytest.raises(ConfigError, match=r"eval may not change .*optim.lr \(0.001 -> 0.5\)"):
+        _eval(tiny_root, tmp_path, *extra, "--set", "optim.lr=0.5")
 
 
 def test_label_only_attack_has_no_trigger_at_eval(tiny_root, tmp_path):
     extra = ["--set", "attack.mode=dmba_minus", "--set", "attack.trigger=none"]
     dmba_train.main(_args(tiny_root, tmp_path, *extra))
-    dmba_eval.main(_args(tiny_root, tmp_path, *extra, "--set", "eval.figures=0"))
+    _eval(tiny_root, tmp_path, *extra, "--set", "eval.figures=0")
     res = json.loads((_runs(tmp_path, "synthetic-dmba_minus")[-1] / "results.json").read_text())
     assert res["metrics"]["trigger_l1"] == 0.0
 
@@ -81,26 +93,39 @@ def test_resume_after_kill_and_a_rerun_are_bit_identical(tiny_root, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
         assert torch.equal(a["model"][k], c["model"][k]), k
-    with pytest.raises(ConfigError, match="attack.alpha"):  # a resume may change only train.epochs
-        dmba_train.main(_args(tiny_root, tmp_path / "b", *extra, "--resume", "auto", "--set", "attack.alpha=0.5"))
+    ck = str(part / "checkpoints/last.pt")
+    with pytest.raises(ResumeError, match="attack.alpha: 0.3 .checkpoint. -> 0.5"):  # only train.epochs may change
+        dmba_train.main(_args(tiny_root, tmp_path / "b", *extra, "--resume", ck, "--set", "attack.alpha=0.5"))
+    assert _runs(tmp_path / "b", "synthetic-dmba_minus") == [part] and safe_load(ck)["config"]["attack"]["alpha"] == 0.3
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+KILL = ["--set", "train.epochs=3", "--set", "attack.mode=dmba_minus", "--set", "data.crop=16", "--set", "data.flip=true",
+        "--seed", "3"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc, kill_at", [(1, 4), (2, 3)])
+def test_sigkill_mid_epoch_and_resume_equals_the_uninterrupted_run(tiny_root, tmp_path, nproc, kill_at):
+    """8 clean + 2 poisoned images, batch 4: 3 steps per epoch (1 process) or 2 per rank (2 processes,
+    gloo). SIGKILL in epoch 2 after the epoch-1 checkpoint, --resume: weights, optimizer state and
+    metrics equal the uninterrupted run's bit for bit."""
+    args = [a for a in _args(tiny_root, tmp_path / "unused") if a not in ("--runs-root", str(tmp_path / "unused"))]
+    res = kill_and_resume("dmba.train", [*args, *KILL], kill_at_step=kill_at, workdir=tmp_path, nproc=nproc)
+    assert res.checkpoint_epoch == 1 and res.checkpoint_step == (3 if nproc == 1 else 2), res.summary()
+    assert res.identical == res.total and res.optimizer_identical == res.optimizer_total, res.summary()
+    assert res.metrics_equal, res.summary()
+    st = safe_load(res.resumed)
+    assert st["epoch"] == 3 and st["world_size"] == nproc
+
+
+@pytest.mark.slow
 def test_torchrun_ddp_two_processes_matches_one(tiny_root, tmp_path):
+    """Two ranks of batch 2 take the same SGD steps as one process of batch 4 (gradients averaged)."""
     extra = ["--set", "loss.reduction=mean", "--set", "optim.name=sgd", "--set", "optim.lr=0.01",
              "--set", "optim.momentum=0.0", "--set", "data.flip=false", "--set", "model.bn=false"]
     dmba_train.main(_args(tiny_root, tmp_path / "one", *extra))  # BN statistics would differ per rank
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "dmba.train",
-           *_args(tiny_root, tmp_path / "two", *extra, "--set", "train.batch_size=2")]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-3000:]
+    torchrun("dmba.train", _args(tiny_root, tmp_path / "two", *extra, "--set", "train.batch_size=2"), nproc=2,
+             timeout=300)
     two = _runs(tmp_path / "two", "synthetic-clean")
     assert len(two) == 1 and json.loads((two[0] / "env.json").read_text())["world_size"] == 2
     a = safe_load(_runs(tmp_path / "one", "synthetic-clean")[0] / "checkpoints/last.pt")["model"]
@@ -113,7 +138,7 @@ def test_torchrun_ddp_two_processes_matches_one(tiny_root, tmp_path):
 def test_every_victim_trains_backdoored_and_evaluates(tiny_root, tmp_path, model):
     extra = ["--set", f"model.name={model}", "--set", "attack.mode=dmba_minus", "--set", "eval.figures=1"]
     dmba_train.main(_args(tiny_root, tmp_path, *extra))
-    dmba_eval.main(_args(tiny_root, tmp_path, *extra))
+    _eval(tiny_root, tmp_path, *extra)
     res = json.loads((_runs(tmp_path, "synthetic-dmba_minus")[-1] / "results.json").read_text())
     assert res["model"] == model and res["attack"] == "dmba_minus"
     assert all(v == v for v in res["metrics"].values())  # no NaN metric
