@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 2 on CPU")
     ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--peak-n", type=int, default=None,
+                    help="side of the reference matmul (default: common.bench.matmul_peak's: 1024 CPU, 8192 CUDA)")
     ap.add_argument("--runs-root", default=None)
     a = ap.parse_args(argv)
     device = resolve_device(a.device)
@@ -79,10 +81,10 @@ def main(argv=None) -> int:
     batch = a.batch or (8 if cuda else 1)
     iters = a.iters or (20 if cuda else 2)
     dtype = torch.bfloat16 if (a.amp and cuda) else torch.float32
-    peak = matmul_peak(device, dtype)
+    peak = matmul_peak(device, dtype, a.peak_n)
     rows = [bench_model(m, device, a.size, batch, a.width, iters, 1 if not cuda else 3, a.amp) for m in a.models]
     # a shared machine can depress a single measurement: take the best of one before and one after
-    peak = max(peak, matmul_peak(device, dtype))
+    peak = max(peak, matmul_peak(device, dtype, a.peak_n))
     for r in rows:
         r["fraction_of_matmul_peak"] = r["train_flops_per_s"] / peak
     rec = {"project": "dmba", "device": str(device), "matmul_peak_flops": peak, "matmul_dtype": str(dtype),

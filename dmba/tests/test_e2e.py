@@ -8,11 +8,15 @@ import pytest
 import torch
 
 from common.checkpoint import safe_load
-from common.config import ConfigError
+from common.config import ConfigError, load_config
 from common.run import ResumeError
 from common.testing import kill_and_resume, torchrun
 from dmba import eval as dmba_eval
 from dmba import train as dmba_train
+from dmba.config import DEFAULTS, RULES
+from dmba.data import CrowdDataset, collate, list_samples
+from dmba.losses import Objective
+from dmba.model import STRIDES, build_model
 from dmba.synthetic import generate
 
 
@@ -134,6 +138,25 @@ def test_torchrun_ddp_two_processes_matches_one(tiny_root, tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
+@pytest.mark.parametrize("model", ["csrnet", "can", "sfanet", "bayesian", "kdmg"])
+def test_every_victim_takes_a_finite_step_on_a_poisoned_batch(tiny_root, model):
+    """The one training loop serves all five: a DMBA- batch (points, maps, support, head targets)
+    through each victim and its own objective gives a finite loss whose gradient reaches every
+    trainable tensor, KDMG's kernel refiner included."""
+    cfg = load_config(None, [*SETS, f"model.name={model}", "attack.mode=dmba_minus", "attack.poison_rate=1.0",
+                             "data.crop=16"], DEFAULTS, RULES)
+    stride = STRIDES[model]
+    ds = CrowdDataset(list_samples("shanghaitech", tiny_root / "tiny", "train"), cfg, "train", stride, "dmba_minus")
+    batch = collate([ds[k] for k in (0, 8, 9)])  # one clean image, two poisoned copies
+    net = build_model(cfg)
+    parts = Objective(cfg, stride)(net(batch["image"], points=batch["points"]), batch)
+    parts["loss"].backward()
+    assert torch.isfinite(parts["loss"]) and parts["loss"] > 0
+    dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, dead
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["can", "sfanet", "bayesian", "kdmg"])
 def test_every_victim_trains_backdoored_and_evaluates(tiny_root, tmp_path, model):
     extra = ["--set", f"model.name={model}", "--set", "attack.mode=dmba_minus", "--set", "eval.figures=1"]
@@ -160,11 +183,11 @@ def test_bad_tag_cannot_leave_the_runs_folder(tiny_root, tmp_path):
 def test_bench_smoke_counts_flops_and_writes_record(tmp_path):
     from dmba import bench
 
-    assert bench.main(["--models", "csrnet", "kdmg", "--size", "32", "--width", "0.125", "--iters", "1",
+    assert bench.main(["--models", "kdmg", "--size", "32", "--width", "0.125", "--iters", "1", "--peak-n", "128",
                        "--device", "cpu", "--runs-root", str(tmp_path)]) == 0
     files = list((tmp_path / "dmba" / "bench").glob("*.json"))
     assert len(files) == 1
     rec = json.loads(files[0].read_text())
-    assert [r["model"] for r in rec["results"]] == ["csrnet", "kdmg"]
+    assert [r["model"] for r in rec["results"]] == ["kdmg"]
     for r in rec["results"]:
         assert r["train_flops_per_step"] > 0 and r["train_images_per_s"] > 0 and r["fraction_of_matmul_peak"] > 0

@@ -1,6 +1,7 @@
 """The five victims: parameter counts pinned against their references, the component each paper
 names (dilation, context module, attention, learned kernels), and ImageNet front-end loading."""
 
+import functools
 import re
 
 import pytest
@@ -165,6 +166,7 @@ def test_kdmg_refiner_gets_its_own_learning_rate():
 
 # --------------------------------------------------------------------------- ImageNet front-ends
 
+@functools.cache
 def _fake_vgg(kind: str) -> dict:
     """A state dict with torchvision's VGG ``features.*`` layout (its own make_layers; random values)."""
     from torchvision.models.vgg import cfgs, make_layers
@@ -229,20 +231,20 @@ def test_unreachable_weights_name_both_options(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(PretrainedWeightsError) as e:
-        load_frontend(CSRNet(), "imagenet")
+        load_frontend(_meta(CSRNet), "imagenet")  # fails before any weight is touched
     msg = str(e.value)
     assert "VGG16_Weights.IMAGENET1K_V1" in msg and "model.pretrained=/path/to/vgg16-397923af.pth" in msg
     assert "network is unreachable" in msg
     with pytest.raises(PretrainedWeightsError, match=re.escape("model.pretrained=imagenet")):
-        load_frontend(SFANet(), str(tmp_path / "missing.pth"))
+        load_frontend(_meta(SFANet), str(tmp_path / "missing.pth"))
     with pytest.raises(PretrainedWeightsError, match="VGG16_BN_Weights"):
-        load_frontend(SFANet(), str(tmp_path / "missing.pth"))
+        load_frontend(_meta(SFANet), str(tmp_path / "missing.pth"))
 
 
 def test_wrong_weights_are_refused(tmp_path):
     path = tmp_path / "v.pth"
     torch.save(_fake_vgg("vgg16"), path)
     with pytest.raises(PretrainedWeightsError, match="_BN weights"):
-        load_frontend(SFANet(), str(path))  # conv where a BN is expected
+        load_frontend(_meta(SFANet), str(path))  # conv where a BN is expected
     with pytest.raises(PretrainedWeightsError, match="model.width=1.0"):
-        load_frontend(CSRNet(width=0.5), str(path))
+        load_frontend(_meta(CSRNet, width=0.5), str(path))
