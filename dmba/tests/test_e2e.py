@@ -152,8 +152,11 @@ def test_every_victim_takes_a_finite_step_on_a_poisoned_batch(tiny_root, model):
     parts = Objective(cfg, stride)(net(batch["image"], points=batch["points"]), batch)
     parts["loss"].backward()
     assert torch.isfinite(parts["loss"]) and parts["loss"] > 0
-    dead = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not dead, dead
+    assert not [n for n, p in net.named_parameters() if p.grad is None]  # every tensor is in the graph
+    moved = [n for n, p in net.named_parameters() if p.grad.abs().sum() > 0]  # (a conv bias before BN gets 0)
+    assert len(moved) >= 0.9 * len(list(net.parameters())), moved
+    if model == "kdmg":
+        assert all(p.grad.abs().sum() > 0 for p in net.refiner.adapt[-1].parameters())
 
 
 @pytest.mark.slow
