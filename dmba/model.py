@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.checkpoint import safe_load
+from common.config import ConfigError
 
 VGG16_C = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]  # conv1_1 .. conv4_3
 VGG19_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
@@ -41,8 +42,9 @@ BACKEND = [512, 512, 512, 256, 128, 64]  # CSRNet's dilated back-end (CAN's too)
 STRIDES = {"csrnet": 8, "can": 8, "sfanet": 2, "bayesian": 8, "kdmg": 8}
 
 
-class PretrainedWeightsError(RuntimeError):
-    """The ImageNet front-end could be found neither through torchvision nor at a local path."""
+class PretrainedWeightsError(ConfigError):
+    """The ImageNet front-end could be found neither through torchvision nor at a local path, or does
+    not fit (a config problem: ``model.pretrained``; entry points print it without a traceback)."""
 
 
 def _c(ch: int, width: float) -> int:
