@@ -1,55 +1,43 @@
-"""Speed benchmark: training images/s at 512x512 for CSRNet and one other model (default CAN),
-achieved FLOP/s as a fraction of a matmul peak measured in the same run, peak memory, and
-inference images/s. Writes runs/dmba/bench/<timestamp>.json.
+"""Speed benchmark: training images/s at 512x512 (the real benchmarks' crop size) for the victims
+(default CSRNet and CAN), achieved FLOP/s as a fraction of a matmul peak measured in the same run,
+peak memory, and inference images/s. Writes runs/dmba/bench/<timestamp>.json.
 
-    python dmba/bench.py                         # auto device, full-width models, 512x512
-    python dmba/bench.py --models csrnet bayesian --batch 4 --iters 10
+    python -m dmba.bench                         # auto device, full-width models, 512x512
+    python -m dmba.bench --models csrnet bayesian kdmg --batch 4 --iters 10
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-from common.bench import (  # noqa: E402
-    count_flops,
-    matmul_peak,
-    peak_memory_bytes,
-    reset_peak_memory,
-    time_fn,
-    write_bench,
-)
-from common.config import load_config  # noqa: E402
-from common.runtime import autocast, resolve_device  # noqa: E402
-from dmba.config import DEFAULTS  # noqa: E402
-from dmba.losses import Criterion, dot_map  # noqa: E402
-from dmba.models import STRIDES, build_model  # noqa: E402
+from common.bench import count_flops, matmul_peak, peak_memory_bytes, reset_peak_memory, time_fn, write_bench
+from common.config import load_config
+from common.runtime import autocast, resolve_device
+from dmba.config import DEFAULTS
+from dmba.losses import Objective
+from dmba.model import STRIDES, build_model
 
 
 def bench_model(name: str, device, size: int, batch: int, width: float, iters: int, warmup: int, amp: bool) -> dict:
     cfg = load_config(None, [f"model.name={name}", f"model.width={width}"], DEFAULTS)
     model = build_model(cfg).to(device)
-    crit = Criterion(cfg, name, STRIDES[name])
+    objective = Objective(cfg, STRIDES[name])
     opt = torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0.95)
     s = STRIDES[name]
-    x = torch.randn(batch, 3, size, size, device=device)
     g = torch.Generator().manual_seed(0)
-    pts = [torch.rand(200, 2, generator=g) * size for _ in range(batch)]
-    dens = dot_map(pts, (size // s, size // s), s).to(device)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    pts = [(torch.rand(200, 2, generator=g) * size).to(device) for _ in range(batch)]
+    batch_d = {"image": x, "points": pts, "density": torch.rand(batch, 1, size // s, size // s, generator=g).to(device),
+               "support": torch.rand(batch, 1, size // s, size // s, generator=g).to(device),
+               "head_targets": [torch.ones(200, device=device) for _ in range(batch)],
+               "st_size": torch.full((batch,), float(size), device=device)}
 
     def step():
         with autocast(device, amp):
-            out = model(x, dens) if name == "kdmg" else model(x)
-        out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
-        loss, _ = crit(model, out, dens, pts)
+            out = model(x, points=pts)
+        loss = objective(out, batch_d)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -75,7 +63,7 @@ def bench_model(name: str, device, size: int, batch: int, width: float, iters: i
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["csrnet", "can"], choices=sorted(STRIDES))
     ap.add_argument("--device", default="auto")
@@ -84,6 +72,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 2 on CPU")
     ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--peak-n", type=int, default=None,
+                    help="side of the reference matmul (default: common.bench.matmul_peak's: 1024 CPU, 8192 CUDA)")
     ap.add_argument("--runs-root", default=None)
     a = ap.parse_args(argv)
     device = resolve_device(a.device)
@@ -91,10 +81,10 @@ def main(argv=None) -> dict:
     batch = a.batch or (8 if cuda else 1)
     iters = a.iters or (20 if cuda else 2)
     dtype = torch.bfloat16 if (a.amp and cuda) else torch.float32
-    peak = matmul_peak(device, dtype)
+    peak = matmul_peak(device, dtype, a.peak_n)
     rows = [bench_model(m, device, a.size, batch, a.width, iters, 1 if not cuda else 3, a.amp) for m in a.models]
     # a shared machine can depress a single measurement: take the best of one before and one after
-    peak = max(peak, matmul_peak(device, dtype))
+    peak = max(peak, matmul_peak(device, dtype, a.peak_n))
     for r in rows:
         r["fraction_of_matmul_peak"] = r["train_flops_per_s"] / peak
     rec = {"project": "dmba", "device": str(device), "matmul_peak_flops": peak, "matmul_dtype": str(dtype),
@@ -108,8 +98,8 @@ def main(argv=None) -> dict:
               f"{r['fraction_of_matmul_peak']:.2f} | "
               f"{r['infer_images_per_s']:.3f} | {r['peak_memory_bytes'] / 1e9:.2f} |")
     print(f"(written {path})")
-    return json.loads(path.read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,15 +1,20 @@
-"""Density maps from head points.
+"""Density maps from head points, and their HDF5 cache.
 
 Every map is rendered with *border-renormalised* Gaussian kernels: each head's kernel is cut to
 the image and rescaled to sum to one, so a map sums exactly to its head count, also for heads
-near the border (the CSRNet/MCNN code leaks mass there; dmba_lns.md §1.3, Awesome-CC #78).
+near the border. # DEVIATION: CSRNet's ``gaussian_filter(mode='constant')`` leaks mass at the
+border (its maps sum to less than the count); here they sum to it exactly.
 
-* ``fixed`` kernel: one sigma for every head (ShanghaiTech B: 15 px).
-* ``adaptive`` (geometry-adaptive, MCNN/CSRNet): sigma_i = beta * mean distance to the k nearest
-  heads (beta 0.3, k 3); a lone head gets sigma = mean(H, W) / 4 as in the CSRNet notebook.
+* ``fixed`` kernel: one sigma for every head (ShanghaiTech B: 15 px, leeyeehoo/CSRNet-pytorch@ed29d89
+  ``make_dataset.ipynb``).
+* ``adaptive`` (geometry-adaptive, same notebook): sigma_i = beta * mean distance to the k nearest
+  heads (beta 0.3, k 3); a lone head gets sigma = mean(H, W) / 4 as in that notebook.
 
-Maps are then sum-pooled by the model's output stride (:func:`pool_density`), which keeps the
-count exactly, instead of CSRNet's cubic resize x 64 (only approximately count-preserving).
+:func:`kernel_sigmas` gives the widths and :func:`render_density` draws with given widths, so a
+manipulated target can keep the clean map's widths (DMBA+ copies render with the width of the
+head they copy; dmba/attacks.py). Maps are then sum-pooled by the model's output stride
+(:func:`pool_density`), which keeps the count exactly. # DEVIATION: CSRNet resizes by cubic
+interpolation x 64, which keeps it only approximately.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+RENDER_VERSION = 2  # part of every cache key: bump when the renderer changes
+
 
 def adaptive_sigmas(points: np.ndarray, shape: tuple[int, int], k: int = 3, beta: float = 0.3,
                     max_sigma: float | None = None) -> np.ndarray:
@@ -31,15 +38,29 @@ def adaptive_sigmas(points: np.ndarray, shape: tuple[int, int], k: int = 3, beta
     if n == 0:
         return np.zeros(0)
     if n == 1:
-        return np.array([float(np.mean(shape)) / 4.0])
-    kk = min(k, n - 1)
-    tree = cKDTree(points, leafsize=2048)
-    d, _ = tree.query(points, k=kk + 1)  # first hit is the point itself
-    sig = beta * d[:, 1:].mean(axis=1)
-    sig = np.maximum(sig, 0.5)  # coincident heads: keep the kernel well defined
+        sig = np.array([float(np.mean(shape)) / 4.0])
+    else:
+        kk = min(k, n - 1)
+        tree = cKDTree(points, leafsize=2048)
+        d, _ = tree.query(points, k=kk + 1)  # first hit is the point itself
+        sig = beta * d[:, 1:].mean(axis=1)
+        sig = np.maximum(sig, 0.5)  # coincident heads: keep the kernel well defined
     if max_sigma is not None:
         sig = np.minimum(sig, max_sigma)
     return sig
+
+
+def kernel_sigmas(points: np.ndarray, shape: tuple[int, int], kernel: dict) -> np.ndarray:
+    """The kernel width of every head under the dataset's kernel config: ``{"type": "fixed",
+    "sigma": 15}`` or ``{"type": "adaptive", "k": 3, "beta": 0.3, "max_sigma": null}``."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    kind = kernel.get("type", "adaptive")
+    if kind == "fixed":
+        return np.full(len(pts), float(kernel["sigma"]))
+    if kind == "adaptive":
+        return adaptive_sigmas(pts, shape, int(kernel.get("k", 3)), float(kernel.get("beta", 0.3)),
+                               kernel.get("max_sigma"))
+    raise ValueError(f"unknown density kernel type {kind!r}; use 'fixed' or 'adaptive'")
 
 
 def render_density(points: np.ndarray, shape: tuple[int, int], sigmas: np.ndarray | float,
@@ -62,18 +83,12 @@ def render_density(points: np.ndarray, shape: tuple[int, int], sigmas: np.ndarra
     return out.astype(np.float32)
 
 
-def density_map(points: np.ndarray, shape: tuple[int, int], kernel: dict) -> np.ndarray:
-    """Render with the dataset's kernel config: ``{"type": "fixed", "sigma": 15}`` or
-    ``{"type": "adaptive", "k": 3, "beta": 0.3, "max_sigma": null}``."""
-    kind = kernel.get("type", "adaptive")
-    if kind == "fixed":
-        sig = float(kernel["sigma"])
-    elif kind == "adaptive":
-        sig = adaptive_sigmas(np.asarray(points).reshape(-1, 2), shape, int(kernel.get("k", 3)),
-                              float(kernel.get("beta", 0.3)), kernel.get("max_sigma"))
-    else:
-        raise ValueError(f"unknown density kernel type {kind!r}; use 'fixed' or 'adaptive'")
-    return render_density(points, shape, sig)
+def density_map(points: np.ndarray, shape: tuple[int, int], kernel: dict,
+                sigmas: np.ndarray | None = None) -> np.ndarray:
+    """Render with the dataset's kernel config, or with the given per-head ``sigmas``."""
+    if sigmas is None:
+        sigmas = kernel_sigmas(points, shape, kernel)
+    return render_density(points, shape, sigmas)
 
 
 def pool_density(dmap: torch.Tensor | np.ndarray, stride: int) -> torch.Tensor:
@@ -89,37 +104,42 @@ def pool_density(dmap: torch.Tensor | np.ndarray, stride: int) -> torch.Tensor:
     return t.sum(dim=(-3, -1))
 
 
+def content_key(points: np.ndarray, shape: tuple[int, int], kernel: dict, sigmas: np.ndarray | None) -> str:
+    """A hash of everything a rendered map depends on: the points, the image shape, the kernel
+    settings (or explicit widths) and the renderer version."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(np.asarray(points, np.float64).reshape(-1, 2)).tobytes())
+    h.update(repr((tuple(shape), sorted(dict(kernel).items()), RENDER_VERSION)).encode())
+    if sigmas is not None:
+        h.update(np.ascontiguousarray(np.asarray(sigmas, np.float64)).tobytes())
+    return h.hexdigest()[:20]
+
+
 class DensityCache:
-    """HDF5 cache of rendered clean maps, one file per (dataset, split, kernel); keyed by image
-    name and validated by the point count and shape stored with each entry."""
+    """HDF5 cache of rendered maps, one file per (dataset, split); an entry's key is the image name
+    plus :func:`content_key`, so a regenerated set or a changed kernel never gets a stale map."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
 
-    @staticmethod
-    def file_name(dataset: str, split: str, kernel: dict) -> str:
-        h = hashlib.sha1(repr(sorted(kernel.items())).encode()).hexdigest()[:10]
-        return f"{dataset}-{split}-{h}.h5"
-
-    def get_or_render(self, key: str, points: np.ndarray, shape: tuple[int, int], kernel: dict) -> np.ndarray:
+    def get_or_render(self, name: str, points: np.ndarray, shape: tuple[int, int], kernel: dict,
+                      sigmas: np.ndarray | None = None) -> np.ndarray:
         if self.path is None:
-            return density_map(points, shape, kernel)
+            return density_map(points, shape, kernel, sigmas)
+        key = f"{name}/{content_key(points, shape, kernel, sigmas)}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(600):  # another process (a second run, a DDP rank) may hold the file lock
             try:
-                return self._get_or_render(key, points, shape, kernel)
+                return self._get_or_render(key, points, shape, kernel, sigmas)
             except BlockingIOError:
                 time.sleep(0.1 + 0.01 * (attempt % 10))
         raise TimeoutError(f"{self.path}: HDF5 cache stayed locked by another process for over a minute")
 
-    def _get_or_render(self, key, points, shape, kernel) -> np.ndarray:
+    def _get_or_render(self, key, points, shape, kernel, sigmas) -> np.ndarray:
         with h5py.File(self.path, "a") as f:
             if key in f:
-                d = f[key]
-                if tuple(d.shape) == tuple(shape) and int(d.attrs["count"]) == len(points):
-                    return d[()]
-                del f[key]
-            m = density_map(points, shape, kernel)
+                return f[key][()]
+            m = density_map(points, shape, kernel, sigmas)
             d = f.create_dataset(key, data=m, compression="gzip", compression_opts=1)
             d.attrs["count"] = len(points)
             return m

@@ -1,98 +1,107 @@
-"""Training losses of the five victims, and KDMG's learned density-map generator.
+"""The whole training objective of the five victims, weights included.
 
-All losses see the prediction divided by ``density_scale`` (a constant the density maps are
-multiplied by for conditioning, 1 in the papers' settings), so a predicted count is always
-``pred.sum() / density_scale``.
+``Objective(cfg)(out, batch)`` returns ``{"loss": total, <part>: value, ...}``; ``out`` is a
+model's output dict (dmba/model.py), ``batch`` the collated batch (dmba/data.py). Targets are
+multiplied by ``loss.density_scale`` (1 in the papers; a conditioning constant on the embedded
+set), so a predicted count is always ``density.sum() / density_scale``. ``reduction: sum`` sums
+over pixels and averages over images (the references' sum losses at their batch sizes divided
+by the batch size); ``mean`` averages over every element. # DEVIATION: CAN's official code sums
+over its batch of 26 without dividing (the same as a 26x larger learning rate), and KDMG divides
+its cosine term, already a batch mean, by the batch size again (its batch size is 1); here both
+are per-image means.
 
-* ``mse``      CSRNet / CAN: pixel MSE, ``reduction: sum`` (the CSRNet/DMBA code) or ``mean``.
-* ``sfanet``   SFANet: density MSE + ``att_weight`` x BCE(attention, GT support > ``att_threshold``).
-* ``bayesian`` Bayesian loss (Ma et al. 2019) with the background pseudo-point (BL+):
-  posterior p(head i | pixel j) = softmax_i(-||x_j - z_i||^2 / 2 sigma^2) over the heads and a
-  background point at distance d_bg^2 = (bg_ratio * min(H, W))^2 / min_i ||x_j - z_i||^2;
-  loss = sum_i |1 - E_i| + |0 - E_bg|, E_i = sum_j p(i | j) D_j. Works on *points*, so the
-  attack manipulates point lists for it (dmba_lns.md §1.4).
-* ``kdmg``     # RECONSTRUCTED (no public KDMG code): a refiner predicts, per output cell, soft
-  weights over ``kdmg_sigmas``; each head's kernel is the weighted mix of normalised Gaussians,
-  so the refined GT keeps the count (renormalised per image after border clipping). Loss =
-  MSE(pred, refined) + ``kdmg_reg`` x MSE(refined, fixed-kernel GT), trained jointly.
+* ``mse``      CSRNet, CAN: L = ||D - D_gt||^2 (leeyeehoo/CSRNet-pytorch ``MSELoss(size_average=False)``).
+* ``sfanet``   SFANet: L = ||D - D_gt||^2 + 0.1 BCE(A, A_gt), both summed; A_gt = the full-resolution
+               map thresholded at 0.001 then averaged to the output grid (pxq0312/SFANet-crowd-counting
+               ``train.py``, ``density_map.py``, ``transforms.py``).
+* ``bayesian`` Bayesian loss with background (BL+; ZhihengCV/Bayesian-Crowd-Counting@5f10bfc
+               ``losses/post_prob.py``, ``losses/bay_loss.py``): posterior p(i | x_m) = softmax_i of
+               -||x_m - z_i||^2 / 2 sigma^2 over the heads and a background point at squared distance
+               (d_img * bg_ratio)^2 / min_i ||x_m - z_i||^2, d_img the short side of the *image* (not the
+               crop); L = sum_i |t_i - E_i| + |0 - E_bg|, E_i = sum_m p(i | x_m) D_m, with per-head
+               targets t_i = the share of the head's box inside the crop (dmba/data.py).
+* ``kdmg``     KDMG: L = ||D - K||^2 + 10 (1 - cos(D, K)), K the map the model's kernel refiner renders
+               from the points; gradients reach counter and refiner (jia-wan/KDMG_Counting
+               ``utils/my_trainer.py``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-
-def dot_map(points: list[torch.Tensor], shape: tuple[int, int], stride: int) -> torch.Tensor:
-    """``(B, 1, h, w)`` head counts per output cell (h, w = the prediction's size)."""
-    h, w = shape
-    out = torch.zeros(len(points), 1, h, w)
-    for b, p in enumerate(points):
-        if len(p) == 0:
-            continue
-        ix = (p[:, 0] // stride).long().clamp(0, w - 1)
-        iy = (p[:, 1] // stride).long().clamp(0, h - 1)
-        out[b, 0].index_put_((iy, ix), torch.ones(len(p)), accumulate=True)
-    return out
+AUTO = {"csrnet": "mse", "can": "mse", "sfanet": "sfanet", "bayesian": "bayesian", "kdmg": "kdmg"}
 
 
-def bayesian_loss(pred: torch.Tensor, points: list[torch.Tensor], stride: int, sigma: float = 8.0,
-                  bg_ratio: float = 1.0, use_bg: bool = True) -> torch.Tensor:
-    b, _, h, w = pred.shape
-    dev = pred.device
+def bayesian_loss(density: torch.Tensor, points: list[torch.Tensor], head_targets: list[torch.Tensor],
+                  st_sizes: torch.Tensor, stride: int, sigma: float = 8.0, bg_ratio: float = 1.0,
+                  use_bg: bool = True) -> torch.Tensor:
+    """The Bayesian loss (see the module docstring); ``density`` is (B, 1, h, w) at ``stride``."""
+    b, _, h, w = density.shape
+    dev = density.device
     ys = torch.arange(h, device=dev, dtype=torch.float32) * stride + stride / 2
     xs = torch.arange(w, device=dev, dtype=torch.float32) * stride + stride / 2
-    total = pred.new_zeros(())
+    total = density.new_zeros(())
     for i in range(b):
-        d = pred[i, 0].reshape(-1).float()
-        p = points[i].to(dev).float()
+        d = density[i, 0].reshape(-1).float()
+        p = points[i].to(dev).float().reshape(-1, 2)
         if len(p) == 0:
             total = total + d.sum().abs()
             continue
         dis = ((p[:, 0:1] - xs[None]) ** 2)[:, None, :] + ((p[:, 1:2] - ys[None]) ** 2)[:, :, None]
         dis = dis.reshape(len(p), -1)  # (M, h*w)
-        target = torch.ones(len(p), device=dev)
+        target = head_targets[i].to(dev).float().reshape(-1)
         if use_bg:
             min_dis = dis.min(dim=0, keepdim=True)[0].clamp_min(0.0)
-            st = min(h, w) * stride
-            dis = torch.cat([dis, (st * bg_ratio) ** 2 / (min_dis + 1e-5)], 0)
-            target = torch.cat([target, torch.zeros(1, device=dev)])
+            bg = (float(st_sizes[i]) * bg_ratio) ** 2 / (min_dis + 1e-5)
+            dis = torch.cat([dis, bg], 0)
+            target = torch.cat([target, target.new_zeros(1)])
         prob = torch.softmax(-dis / (2.0 * sigma**2), dim=0)
         total = total + (target - (prob * d[None]).sum(1)).abs().sum()
     return total / b
 
 
-class Criterion:
-    """``loss, parts = crit(model, pred_or_tuple, density, points)``."""
+def cosine_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of 1 - cos(a_i, b_i) (KDMG ``cos_loss``)."""
+    n = a.shape[0]
+    return (1 - F.cosine_similarity(a.reshape(n, -1), b.reshape(n, -1))).mean()
 
-    def __init__(self, cfg, model_name: str, stride: int):
-        name = cfg.loss.name
-        if name == "auto":
-            name = {"csrnet": "mse", "can": "mse", "sfanet": "sfanet", "bayesian": "bayesian", "kdmg": "kdmg"}[model_name]
-        if name not in ("mse", "sfanet", "bayesian", "kdmg"):
-            raise ValueError(f"unknown loss.name {name!r}; use auto|mse|sfanet|bayesian|kdmg")
-        if name == "kdmg" and model_name != "kdmg":
-            raise ValueError("loss.name=kdmg needs model.name=kdmg (the generator lives in the model)")
-        self.name, self.cfg, self.stride, self.scale = name, cfg.loss, stride, float(cfg.loss.density_scale)
 
-    def _mse(self, pred, target):
-        return F.mse_loss(pred, target, reduction=self.cfg.reduction)
+class Objective(nn.Module):
+    """L per victim (module docstring); ``loss.name: auto`` picks the victim's own objective."""
 
-    def __call__(self, model, out, density, points):
-        s = self.scale
-        if self.name == "kdmg":
-            pred, refined = out
-            fixed = self._mse(refined * s, density * s)
-            main = self._mse(pred, refined * s)
-            return main + self.cfg.kdmg_reg * fixed, {"density": main, "kernel_reg": fixed}
-        pred = out
+    def __init__(self, cfg, stride: int):
+        super().__init__()
+        name = cfg.loss.name if cfg.loss.name != "auto" else AUTO[cfg.model.name]
+        if name == "kdmg" and cfg.model.name != "kdmg":
+            raise ValueError("loss.name=kdmg needs model.name=kdmg (the kernel refiner is part of the model)")
+        self.name, self.stride, self.c = name, int(stride), cfg.loss
+        self.scale = float(cfg.loss.density_scale)
+
+    def _sum_or_mean(self, per_elem: torch.Tensor) -> torch.Tensor:
+        if self.c.reduction == "sum":
+            return per_elem.sum() / per_elem.shape[0]
+        return per_elem.mean()
+
+    def mse(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._sum_or_mean((pred - target) ** 2)
+
+    def forward(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        pred = out["density"].float()
         if self.name == "mse":
-            loss = self._mse(pred, density * s)
-            return loss, {"density": loss}
+            dens = self.mse(pred, batch["density"] * self.scale)
+            return {"loss": dens, "density": dens}
         if self.name == "sfanet":
-            dens = self._mse(pred, density * s)
-            att = (model.module if hasattr(model, "module") else model).last_attention
-            bce = F.binary_cross_entropy(att.float().clamp(1e-6, 1 - 1e-6), (density > self.cfg.att_threshold).float())
-            return dens + self.cfg.att_weight * bce, {"density": dens, "attention": bce}
-        loss = bayesian_loss(pred / s, points, self.stride, self.cfg.bl_sigma, self.cfg.bl_bg_ratio, self.cfg.bl_use_bg)
-        return loss, {"bayesian": loss}
+            dens = self.mse(pred, batch["density"] * self.scale)
+            att = out["attention"].float().clamp(1e-7, 1 - 1e-7)
+            bce = self._sum_or_mean(F.binary_cross_entropy(att, batch["support"], reduction="none"))
+            return {"loss": dens + self.c.att_weight * bce, "density": dens, "attention": bce}
+        if self.name == "bayesian":
+            bl = bayesian_loss(pred / self.scale, batch["points"], batch["head_targets"], batch["st_size"],
+                               self.stride, self.c.bl_sigma, self.c.bl_bg_ratio, self.c.bl_use_bg)
+            return {"loss": bl, "bayesian": bl}
+        target = out["target"].float() * self.scale
+        dens = self.mse(pred, target)
+        cos = cosine_loss(pred, target)
+        return {"loss": dens + self.c.kdmg_cos_weight * cos, "density": dens, "cosine": cos}

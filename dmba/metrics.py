@@ -1,4 +1,5 @@
-"""Counting and attack metrics (dmba_lns.md §1.5).
+"""Counting and attack metrics (the DMBA re-implementation's ``test_portion.py``, protagolabs/
+BackdoorAttacksonCrowdCounting, without its off-by-one average).
 
 For N test images with GT count C_i, target count C*_i and predicted counts Ĉ_i = Σ D̂_i:
 
@@ -9,6 +10,8 @@ For N test images with GT count C_i, target count C*_i and predicted counts Ĉ_i
   (D_D). C* = E[max(p̄N, 4)] with p̄ the middle of [keep_min, keep_max] (DMBA−), s·N (DMBA+).
 * ``count_ratio``: mean_i Ĉ_trig,i / max(Ĉ_clean,i, 1) (the code's per-image "Rate"; the
   denominator is floored at one head so empty predictions do not explode it).
+* ``benign_count_ratio``: the *clean* model's count_ratio on this trigger (a trigger that a
+  clean model already counts differently is not a clean backdoor test).
 * ``asr_<m>``: attack success rate, fraction of images with |Ĉ_trig − C*| ≤ δ·C*, δ =
   ``eval.asr_tolerance`` (0.2). # RECONSTRUCTED: the paper's own ASR definition is unknown.
 """

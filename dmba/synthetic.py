@@ -1,8 +1,10 @@
 """The embedded default: a synthetic crowd set in the ShanghaiTech layout, generated
 deterministically (``python -m dmba.synthetic --out data/dmba_synthetic``).
 
-Each image is a textured background (smooth noise + a ground-plane gradient) with "heads": a
-dark hair disc over a skin-toned face disc, with a soft shadow. Perspective: head radius grows
+Each image is a textured background (smooth noise + a ground-plane gradient) with clutter (thin
+lines at random angles and non-skin blobs, the edges and objects of a real scene: a counter must
+learn that not every blob or streak is a head) and "heads": a dark hair disc over a skin-toned
+face disc, with a soft shadow. Perspective: head radius grows
 linearly from the top row (far) to the bottom row (near), and heads are denser far away
 (row density ~ 1 / radius^2). Counts vary per image (``min_count``..``max_count``). Points are
 written to ``ground-truth/GT_IMG_n.mat`` as ``image_info{1}.location`` (x = column, y = row)
@@ -19,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.io import savemat
 
-VERSION = 1
+VERSION = 2  # 2: clutter (lines, blobs)
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -34,9 +36,24 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255)
 
 
+def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, h: int, w: int) -> None:
+    """Thin lines at random angles and lengths (dark or bright) and soft non-skin blobs."""
+    for _ in range(int(rng.integers(8, 25))):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        a, length = rng.uniform(0, np.pi), rng.uniform(0.05, 0.4) * w
+        grey = int(rng.choice([rng.integers(10, 60), rng.integers(190, 250)]))
+        draw.line([x, y, x + length * np.cos(a), y + length * np.sin(a)], fill=(grey,) * 3, width=1)
+    for _ in range(int(rng.integers(2, 8))):
+        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(1.5, 5.0)
+        colour = tuple(int(v) for v in rng.choice([[40, 90, 160], [60, 140, 60], [170, 170, 60], [120, 120, 130]])
+                       * rng.uniform(0.7, 1.2))
+        draw.ellipse([x - r * rng.uniform(0.6, 1.6), y - r, x + r * rng.uniform(0.6, 1.6), y + r], fill=colour)
+
+
 def make_image(rng: np.random.Generator, size: int, count: int, r_far: float, r_near: float):
     h = w = size
     img = Image.fromarray(_background(rng, h, w).astype(np.uint8))
+    _clutter(ImageDraw.Draw(img), rng, h, w)
     # rows sampled with density ~ 1/r(y)^2 (perspective: far rows hold more heads per pixel)
     ys = np.linspace(0, h - 1, 512)
     r = r_far + (r_near - r_far) * ys / (h - 1)
@@ -103,8 +120,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n-train", type=int, default=120)
     ap.add_argument("--n-test", type=int, default=50)
     ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--min-count", type=int, default=8)
+    ap.add_argument("--max-count", type=int, default=80)
     a = ap.parse_args(argv)
-    p = generate(a.out, a.seed, a.n_train, a.n_test, a.size)
+    p = generate(a.out, a.seed, a.n_train, a.n_test, a.size, a.min_count, a.max_count)
     print(f"synthetic crowd set in {p}")
     return 0
 
