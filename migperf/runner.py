@@ -381,12 +381,14 @@ def pending_groups(groups: list[list[dict]], out: Path) -> list[list[dict]]:
     """Groups not yet completed in ``out`` (``run --resume``): a group is done when every one of
     its cells has an ``ok`` record whose spec equals the cell's. Concurrent groups rerun whole,
     since their numbers depend on running together."""
-    from migperf.report import json_lines
+    from migperf.report import ReportError, json_lines
 
     done = {}
     if out.is_file():
         drop_cut_tail(out)
-        for _, r in json_lines(out):
+        for n, r in json_lines(out):
+            if not isinstance(r, dict) or not isinstance(r.get("spec"), dict) or "cell" not in r["spec"]:
+                raise ReportError(f"{out}:{n}: not a migperf cell record (no spec.cell)")
             if r.get("status") == "ok":
                 done[r["spec"]["cell"]] = r["spec"]
     return [g for g in groups if not all(done.get(c["cell"]) == c for c in g)]

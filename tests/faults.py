@@ -256,18 +256,22 @@ def _break_nan(d: Path) -> None:
     _h5_edit(d / "features.h5", _nan)
 
 
-def _break_line(d: Path) -> None:
-    p = d / "charades_sta_train.txt"
+def _break_line(d: Path, train: str = "charades_sta_train.txt") -> None:
+    p = d / train
     lines = p.read_text().splitlines()
     lines[6] = "garbage line without separator"
     p.write_text("\n".join(lines) + "\n")
 
 
-TSG_PROJECTS = {"ssrn": "tsg_boundary", "mgslnet": "tsg_longtail", "mhst": "tsg_synthetic", "dscnet": "tsg_synthetic"}
-PROJECT_CASES = [c for p, sub in TSG_PROJECTS.items() for c in (
+# project: (its data folder, the train file it reads: mhst trains from the glance file)
+TSG_PROJECTS = {"ssrn": ("tsg_boundary", "charades_sta_train.txt"),
+                "mgslnet": ("tsg_longtail", "charades_sta_train.txt"),
+                "mhst": ("tsg_synthetic", "glance/charades_sta_train.txt"),
+                "dscnet": ("tsg_synthetic", "charades_sta_train.txt")}
+PROJECT_CASES = [c for p, (sub, train) in TSG_PROJECTS.items() for c in (
     _project_case(p, sub, f"{p}_nan", "NaN in one video's features", _break_nan, ("features.h5", "SYN00003")),
-    _project_case(p, sub, f"{p}_line", "a train annotation line without the '##' separator", _break_line,
-                  ("charades_sta_train.txt", "line 7")))]
+    _project_case(p, sub, f"{p}_line", f"a line of {train} without the '##' separator",
+                  lambda d, t=train: _break_line(d, t), (Path(train).name, "line 7")))]
 
 
 # ============================ config ============================
@@ -433,7 +437,7 @@ def _migperf_cut_ok(w: World, o: Outcome) -> str | None:
 def _migperf_bad_record(w: World) -> Outcome:
     d = w.root / "mig_bad"
     d.mkdir(exist_ok=True)
-    (d / "results.jsonl").write_text('{"schema": "migperf.cell/1", "spec": {}, "status": "ok"}\nnot json\n')
+    (d / "results.jsonl").write_text('{"schema": "migperf.cell/1", "spec": {"cell": 0}, "status": "ok"}\nnot json\n')
     spec = w.root / "tiny_spec.yaml"
     spec.write_text(TINY_SPEC % 1)
     return w.module("migperf", "run", spec, "--resume", d)
@@ -524,7 +528,8 @@ CASES: list[Case] = [
 
 # ============================ running and classifying ============================
 
-def classify(case: Case, w: World, o: Outcome) -> str:
+def classify(case: Case, w: World, o: Outcome, new_runs: set[Path] = frozenset()) -> str:
+    """``new_runs``: the run records (config.yaml) the case's command created."""
     if case.check is not None:
         why = case.check(w, o)
         return "handled" if why is None else f"silent ({why})"
@@ -532,14 +537,21 @@ def classify(case: Case, w: World, o: Outcome) -> str:
         return "silent"
     if "Traceback (most recent call last)" in o.out or not all(n in o.out for n in case.names):
         return "crash, no file named"
-    if not case.leaves_run_dir:
-        for runs in (w.root / "runs").glob("*"):
-            if runs.name in ("trained",) or runs.name.startswith(("trunc_ckpt", "width", "new_lr", "more_epochs",
-                                                                 "auto_", "live_lock", "stale_lock", "tampered", "eval_")):
-                continue
-            for cfg in runs.rglob("config.yaml"):
-                return f"left a run dir ({cfg.parent})"
+    if not case.leaves_run_dir and new_runs:
+        return f"left a run dir ({sorted(new_runs)[0].parent})"
     return "clear error"
+
+
+def run_records(root: Path) -> set[Path]:
+    runs = root / "runs"
+    return set(runs.rglob("config.yaml")) if runs.exists() else set()
+
+
+def new_run_records(w: World, before: set[Path]) -> set[Path]:
+    """Run records that appeared while a case ran, other than copies of the trained run (a case's
+    set-up copies that run directory, keeping its name)."""
+    trained = w._trained.parent.parent.name if w._trained is not None else None
+    return {p for p in run_records(w.root) - before if p.parent.name != trained}
 
 
 def printed(o: Outcome, names: tuple[str, ...] = (), limit: int = 220) -> str:
@@ -559,8 +571,9 @@ def run_cases(cases: list[Case], root: Path, log=print) -> list[Row]:
         if case.project not in present:
             continue
         shutil.rmtree(root / "runs" / "cfg", ignore_errors=True)
+        before = run_records(root)
         o = case.run(w)
-        row = Row(case, classify(case, w, o), printed(o, case.names), o.seconds)
+        row = Row(case, classify(case, w, o, new_run_records(w, before)), printed(o, case.names), o.seconds)
         log(f"[{i}/{len(cases)}] {case.project}: {case.what}: {row.verdict} ({o.seconds:.0f}s)")
         rows.append(row)
     return rows

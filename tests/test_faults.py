@@ -5,7 +5,7 @@ leave a run directory behind."""
 import pytest
 
 from common.projects import discover
-from tests.faults import CASES, World, classify
+from tests.faults import CASES, World, classify, new_run_records, run_records
 
 pytestmark = pytest.mark.slow
 PRESENT = set(discover()) | {"common"}
@@ -20,6 +20,7 @@ def world(tmp_path_factory):
 def test_fault_case(case, world):
     if case.project not in PRESENT:
         pytest.skip(f"{case.project} is not in this checkout")
+    before = run_records(world.root)
     outcome = case.run(world)
-    verdict = classify(case, world, outcome)
+    verdict = classify(case, world, outcome, new_run_records(world, before))
     assert verdict in ("clear error", "handled"), f"{verdict}\n$ {' '.join(outcome.cmd)}\n{outcome.out[-3000:]}"

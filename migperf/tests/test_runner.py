@@ -136,3 +136,6 @@ def test_resume_drops_a_cut_last_line_and_reports_a_bad_one(tmp_path):
     out.write_text(ok + "\nnot json\n" + ok + "\n")                    # damage in the middle: an error, file:line
     with pytest.raises(ReportError, match="results.jsonl:2"):
         pending_groups([[cell]], out)
+    out.write_text(ok + "\n" + json.dumps({"status": "ok"}) + "\n")  # a record without its cell
+    with pytest.raises(ReportError, match="results.jsonl:2: not a migperf cell record"):
+        pending_groups([[cell]], out)
