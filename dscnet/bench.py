@@ -23,7 +23,15 @@ import time
 
 import torch
 
-from common.bench import count_flops, cpu_seconds, matmul_peak, peak_memory_bytes, reset_peak_memory, time_fn, write_bench
+from common.bench import (
+    count_flops,
+    cpu_seconds,
+    matmul_peak,
+    peak_memory_bytes,
+    reset_peak_memory,
+    time_fn,
+    write_bench,
+)
 from common.config import load_config
 from common.runtime import amp_dtype, autocast, resolve_device, seed_everything
 from common.tsg.bench import SHAPES, fake_batch

@@ -143,7 +143,7 @@ def plot_predictions(path: Path, net, dataset, preds: list[np.ndarray], idx: lis
         q = dataset.queries[i]
         n = int(b["video_mask"][row].sum())
         t = (np.arange(n) + 0.5) / n * q.duration
-        sig = lambda x: torch.sigmoid(x[row, :n].float()).cpu().numpy()
+        sig = lambda x, row=row, n=n: torch.sigmoid(x[row, :n].float()).cpu().numpy()
         ax.axvspan(q.start, q.end, color="tab:green", alpha=0.18, label="ground truth")
         ax.plot(t, sig(g["head_inside"]), color="tab:gray", lw=1.2, label="head inside")
         if g["fg"] is not None:

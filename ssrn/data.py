@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from common.config import Config
 from common.runtime import barrier
-from common.tsg.data import GroundingData, check_main, layout, load_grounding_data
+from common.tsg.data import GroundingData, check_main, load_grounding_data
 from common.tsg.text import Vocab
 from ssrn.config import DEFAULTS
 from ssrn.sampling import SiameseDataset
