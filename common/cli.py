@@ -82,7 +82,6 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
     """Parse ``argv`` and resolve the config (schema ``defaults``, ``rules``): every config error
     is raised here, before anything runs."""
     args = parser.parse_args(argv)
-    install_error_hook()
     return args, parse_config(args, defaults, rules)
 
 
@@ -114,7 +113,7 @@ def _error_hook(exc_type, exc, tb) -> None:
 
 def install_error_hook() -> None:
     """Print user errors (:func:`user_errors`) as one message instead of a traceback; the process
-    still exits with status 1. Every other exception keeps its traceback. :func:`parse` calls this;
-    a run's own hook (``common.run``) chains to it after writing the error into ``train.log``."""
+    still exits with status 1. Every other exception keeps its traceback. :func:`base_parser` and
+    :func:`eval_parser` call this (every entry point builds one); a run's own hook (``common.run``) chains to it after writing the error into ``train.log``."""
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _error_hook

@@ -756,9 +756,7 @@ def start_run(project: str, args: argparse.Namespace, cfg: Config, resumable: It
     :func:`common.cli.base_parser`; ``config_name`` names the run folder (default: the config
     file's stem)."""
     from common.cli import config_name as _cfg_name
-    from common.cli import install_error_hook
 
-    install_error_hook()  # user errors below print one message naming the file, not a traceback
     cname = check_name(_cfg_name(args) if config_name is None else config_name)
     resumable = tuple(resumable)
     info, device = init_distributed(args.device)
@@ -875,9 +873,7 @@ def start_eval(project: str, args: argparse.Namespace, defaults: Mapping, rules:
     with (checked against today's schema ``defaults`` and ``rules``) with eval's ``--set`` applied;
     the seed is the run's. ``args`` comes from :func:`common.cli.eval_parser`."""
     from common.cli import config_name as _cfg_name
-    from common.cli import install_error_hook
 
-    install_error_hook()  # user errors below print one message naming the file, not a traceback
     cname = check_name(_cfg_name(args) if config_name is None else config_name)
     log = setup_logging(f"{project}.eval", None, 0, buffer=True)
     ckpt = find_eval_checkpoint(project, args, cname)
