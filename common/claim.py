@@ -15,6 +15,8 @@ A project's ``claim.py`` names its variants and hands over::
 directory ``runs/<p>/claim/<variant>/s<seed>``, then prints :func:`claim_table` (mean ± sample
 std over seeds per variant, the reference baselines, and one table per evaluated subset) and
 writes it to ``runs/<p>/claim/claim.md``. The table reports whatever the runs show.
+``--table-only --update-readme`` pastes it into ``<p>/README.md`` between the ``<!-- claim:begin -->``
+and ``<!-- claim:end -->`` markers, so that a README's claim table is generated, never typed.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.compare import update_readme
 from common.results import find_results, mean_std, subset_entry
 from common.run import REPO_ROOT, runs_root
+
+CLAIM_BEGIN, CLAIM_END = "<!-- claim:begin -->", "<!-- claim:end -->"
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,8 @@ def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str]
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="an extra config override applied to every variant (repeatable)")
     ap.add_argument("--table-only", action="store_true", help="print the table of the existing results")
+    ap.add_argument("--update-readme", action="store_true",
+                    help=f"also write the table into <project>/README.md between {CLAIM_BEGIN} and {CLAIM_END}")
     args = ap.parse_args(argv)
     shared = (["--data-root", args.data_root] if args.data_root else []) + \
              (["--runs-root", args.runs_root] if args.runs_root else [])
@@ -143,4 +150,6 @@ def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str]
     root.mkdir(parents=True, exist_ok=True)
     (root / "claim.md").write_text(md)
     print(md)
+    if args.update_readme:
+        print(f"(updated {update_readme(project, md, REPO_ROOT, CLAIM_BEGIN, CLAIM_END)})")
     return 0

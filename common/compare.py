@@ -208,15 +208,17 @@ def existing_projects(root: Path = REPO_ROOT) -> list[str]:
     return discover(root)
 
 
-def update_readme(project: str, text: str, root: Path = REPO_ROOT) -> Path:
-    """Replace what stands between the README's compare markers with ``text``."""
+def update_readme(project: str, text: str, root: Path = REPO_ROOT, begin: str = README_BEGIN,
+                  end: str = README_END) -> Path:
+    """Replace what stands between the README's ``begin`` and ``end`` markers (by default the
+    compare markers) with ``text``."""
     path = root / project / "README.md"
     doc = path.read_text()
-    if README_BEGIN not in doc or README_END not in doc:
-        raise SystemExit(f"{path}: no '{README_BEGIN}' ... '{README_END}' markers; add them under '## Results'")
-    head, rest = doc.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    path.write_text(f"{head}{README_BEGIN}\n{text.rstrip()}\n{README_END}{tail}")
+    if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
+        raise SystemExit(f"{path}: needs one '{begin}' ... '{end}' pair of markers (under '## Results')")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
     return path
 
 

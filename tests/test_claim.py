@@ -3,6 +3,8 @@ directory, and the table is mean ± sample std over seeds with baselines and sub
 
 import textwrap
 
+import pytest
+
 from common.claim import Variant, claim_table, run_claim
 
 TRAIN = '''
@@ -52,3 +54,17 @@ def test_run_claim_runs_each_variant_and_seed(tmp_path, monkeypatch, capsys):
     # the table alone, from the results on disk; a variant without results is left out
     only = claim_table("toyclaim", {**variants, "missing": Variant("never run")}, ["acc"], runs)
     assert "never run" not in only and "| full model | 0,1 | 51.00 ± 1.41 |" in only
+    # --update-readme pastes the table between the README's claim markers, and only there
+    import common.claim as claim_mod
+
+    monkeypatch.setattr(claim_mod, "REPO_ROOT", tmp_path)
+    readme = tmp_path / "toyclaim" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text(f"# toy\n## Results\n{claim_mod.CLAIM_BEGIN}\nold\n{claim_mod.CLAIM_END}\n## Deviations\n")
+    run_claim("toyclaim", variants, ["--table-only", "--update-readme", "--runs-root", str(runs)], metrics=["acc"])
+    doc = readme.read_text()
+    assert doc.startswith(f"# toy\n## Results\n{claim_mod.CLAIM_BEGIN}\n") and "old" not in doc
+    assert "| full model | 0,1 | 51.00 ± 1.41 |" in doc and doc.endswith(f"{claim_mod.CLAIM_END}\n## Deviations\n")
+    readme.write_text("# toy without markers\n")
+    with pytest.raises(SystemExit, match="claim:begin"):
+        run_claim("toyclaim", variants, ["--table-only", "--update-readme", "--runs-root", str(runs)], metrics=["acc"])
