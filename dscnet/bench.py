@@ -26,8 +26,8 @@ import torch
 
 from common.bench import cpu_seconds, peak_memory_bytes
 from common.config import load_config
-from common.runtime import autocast, seed_everything
-from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_top_ops, queries_per_s
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from dscnet.cluster import kmeans
 from dscnet.config import DEFAULTS, RULES
 from dscnet.losses import Objective
@@ -54,14 +54,12 @@ def bench_clustering(n: int, z_dim: int, k: int, iters: int) -> dict:
 
 
 def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
+    model = seeded_model(build_model, cfg, shape, device)
     k, z_dim = cfg.dscnet.clusters, cfg.model.z_dim
     g = torch.Generator().manual_seed(1)
     model.set_clusters(torch.nn.functional.layer_norm(torch.randn(k, z_dim, generator=g), (z_dim,)).to(device),
                        torch.rand(k, generator=g).add(0.1).to(device))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     vb = fake_batch(shape, device)
     qb = fake_batch(dict(shape, batch=cfg.train.query_batch_size), device, seed=1)
     objective = Objective(cfg.dscnet)
@@ -77,7 +75,7 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
     rec = {"clips": shape["clips"], "batch": shape["batch"], "query_batch": cfg.train.query_batch_size,
            "feature_dim": shape["feat"], "clusters": k, **measure_train(train_step, device, iters, shape["batch"])}
     if profile:
-        rec["profile_top_ops"] = profile_top_ops(train_step, device)
+        rec["profile_top_ops"] = profile_table(train_step, device)
     model.eval()
 
     @torch.no_grad()
@@ -109,9 +107,7 @@ def main(argv=None) -> int:
         r = bench_shape(shape, cfg, b.device, b.amp, a.iters, b.profile(name))
         r.update(b.peak_fractions(r))
         b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']} (+{r['query_batch']} sentences), "
-                          f"K={r['clusters']}: {b.train_summary(r, gflop_digits=2)}; inference "
-                          f"{r['infer_queries_per_s']:.0f} queries/s; peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB "
-                          f"({b.elapsed():.0f}s)")
+                          f"K={r['clusters']}: {b.train_summary(r, gflop_digits=2)}; {b.infer_summary(r)}")
     b.write()
     return 0
 

@@ -22,8 +22,8 @@ import torch
 
 from common.bench import peak_memory_bytes
 from common.config import load_config
-from common.runtime import autocast, seed_everything
-from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_top_ops, queries_per_s
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from ecrl.augment import augment_step
 from ecrl.config import DEFAULTS, RULES
 from ecrl.losses import Objective
@@ -31,10 +31,8 @@ from ecrl.model import build_model, decode
 
 
 def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    model = seeded_model(build_model, cfg, shape, device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = fake_batch(shape, device)
     objective = Objective(cfg.ecrl)
     step_no = [0]
@@ -52,7 +50,7 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
     rec = {"clips": shape["clips"], "batch": shape["batch"], "feature_dim": shape["feat"],
            **measure_train(train_step, device, iters, shape["batch"])}
     if profile:
-        rec["profile_top_ops"] = profile_top_ops(train_step, device)
+        rec["profile_top_ops"] = profile_table(train_step, device)
     net = model.net.eval()
 
     @torch.no_grad()
@@ -75,9 +73,8 @@ def main(argv=None) -> int:
     for name, shape in b.shapes():
         r = bench_shape(shape, cfg, b.device, b.amp, a.iters, b.profile(name))
         r.update(b.peak_fractions(r))
-        b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']}: {b.train_summary(r)}; inference "
-                          f"{r['infer_queries_per_s']:.0f} queries/s; peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB "
-                          f"({b.elapsed():.0f}s)")
+        b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']}: {b.train_summary(r)}; "
+                          f"{b.infer_summary(r)}")
     b.write()
     return 0
 

@@ -23,18 +23,16 @@ import torch
 
 from common.bench import peak_memory_bytes
 from common.config import load_config
-from common.runtime import autocast, seed_everything
-from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_top_ops, queries_per_s
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from mgslnet.config import DEFAULTS, RULES
 from mgslnet.losses import Objective
 from mgslnet.model import build_model, decode, n_params
 
 
 def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-4)
+    model = seeded_model(build_model, cfg, shape, device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = fake_batch(shape, device)
     objective = Objective(cfg.mgsl)
 
@@ -50,7 +48,7 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
     rec = {"clips": shape["clips"], "batch": shape["batch"], "feature_dim": shape["feat"], "params": n_params(model),
            **measure_train(train_step, device, iters, shape["batch"])}
     if profile:
-        rec["profile_top_ops"] = profile_top_ops(train_step, device)
+        rec["profile_top_ops"] = profile_table(train_step, device)
     rec["peak_memory_bytes"] = peak_memory_bytes(device)
     rec["infer_queries_per_s"] = infer_queries_per_s(model.eval(), batch, device, amp, iters)
     return rec
@@ -70,8 +68,7 @@ def infer_queries_per_s(model, batch: dict, device, amp: bool, iters: int) -> fl
 
 def infer_only(shape: dict, cfg, device, amp: bool, iters: int) -> dict:
     """Parameters and inference queries/s of a model built from ``cfg`` (the no-memory row)."""
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device).eval()
+    model = seeded_model(build_model, cfg, shape, device).eval()
     return {"params": n_params(model),
             "infer_queries_per_s": infer_queries_per_s(model, fake_batch(shape, device), device, amp, iters)}
 

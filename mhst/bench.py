@@ -25,8 +25,8 @@ import torch
 
 from common.bench import peak_memory_bytes, time_fn
 from common.config import load_config
-from common.runtime import autocast, seed_everything
-from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_top_ops, queries_per_s
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from mhst.config import DEFAULTS, RULES
 from mhst.losses import Objective
 from mhst.model import build_model, decode
@@ -34,10 +34,8 @@ from mhst.tree import build_tree
 
 
 def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    model = seeded_model(build_model, cfg, shape, device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = fake_batch(shape, device)
     objective = Objective(cfg.mhst, model.net.has_tree)
 
@@ -61,7 +59,7 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
         rec["tree_roots_per_video"] = float(out["tree"].num_roots.float().mean())
         rec["tree_merge_steps"] = int(out["tree"].node_valid.shape[1])
     if profile:
-        rec["profile_top_ops"] = profile_top_ops(train_step, device)
+        rec["profile_top_ops"] = profile_table(train_step, device)
     net = model.net.eval()
 
     @torch.no_grad()
@@ -86,9 +84,8 @@ def main(argv=None) -> int:
         r.update(b.peak_fractions(r))
         tree = (f"; tree {r['tree_s'] * 1e3:.0f} ms = {100 * r['tree_share_of_step']:.1f}% of the step "
                 f"({r['tree_merge_steps']} merge steps, {r['tree_roots_per_video']:.1f} roots/video)" if "tree_s" in r else "")
-        b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']}: {b.train_summary(r)}{tree}; inference "
-                          f"{r['infer_queries_per_s']:.0f} queries/s; peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB "
-                          f"({b.elapsed():.0f}s)")
+        b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']}: {b.train_summary(r)}{tree}; "
+                          f"{b.infer_summary(r)}")
     b.write()
     return 0
 

@@ -26,8 +26,8 @@ import torch
 
 from common.bench import peak_memory_bytes
 from common.config import load_config
-from common.runtime import autocast, seed_everything
-from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_top_ops, queries_per_s
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from ssrn.config import DEFAULTS, RULES
 from ssrn.losses import Objective
 from ssrn.model import build_model, decode
@@ -55,15 +55,9 @@ def bench_batch(shape: dict, siamese: int, device, seed: int = 0) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _model(cfg, shape, device):
-    seed_everything(0)
-    return build_model(cfg, shape["vocab"], shape["feat"]).to(device)
-
-
 def bench_train(cfg, shape, device, amp: bool, iters: int, profile: bool = False) -> dict:
-    model = _model(cfg, shape, device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    model = seeded_model(build_model, cfg, shape, device).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = bench_batch(shape, cfg.ssrn.siamese, device)
     objective = Objective(cfg.ssrn)
 
@@ -78,14 +72,14 @@ def bench_train(cfg, shape, device, amp: bool, iters: int, profile: bool = False
     rec = measure_train(step, device, iters, shape["batch"])
     rec["peak_memory_bytes"] = peak_memory_bytes(device)
     if profile:
-        rec["profile_top_ops"] = profile_top_ops(step, device)
+        rec["profile_top_ops"] = profile_table(step, device)
     return rec
 
 
 @torch.no_grad()
 def bench_infer(cfg, shape, device, amp: bool, iters: int) -> float:
     """Queries/s of inference: the anchor only (all siamese sequences too with fuse_siamese) + decoding."""
-    model = _model(cfg, shape, device).eval()
+    model = seeded_model(build_model, cfg, shape, device).eval()
     m = 1 + (cfg.ssrn.siamese if cfg.ssrn.fuse_siamese else 0)
     batch = bench_batch(shape, m - 1, device)
 
@@ -118,10 +112,9 @@ def main(argv=None) -> int:
         r["infer_queries_per_s_fuse"] = bench_infer(cfgs["fuse"], shape, b.device, b.amp, a.iters)
         r["peak_memory_bytes"] = peak_memory_bytes(b.device)
         vs_s0 = f"; {r['train_cost_vs_s0']:.2f}x the S=0 step wall, {r['train_cpu_cost_vs_s0']:.2f}x CPU"
+        others = f" (S=0 model {r['infer_queries_per_s_s0']:.0f}, fuse_siamese {r['infer_queries_per_s_fuse']:.0f})"
         b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']}, S={s}: "
-                          f"{b.train_summary(tr, step_note=vs_s0)}; inference {r['infer_queries_per_s']:.0f} queries/s "
-                          f"(S=0 model {r['infer_queries_per_s_s0']:.0f}, fuse_siamese {r['infer_queries_per_s_fuse']:.0f}); "
-                          f"peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB ({b.elapsed():.0f}s)")
+                          f"{b.train_summary(tr, step_note=vs_s0)}; {b.infer_summary(r, note=others)}")
     b.write()
     return 0
 

@@ -7,9 +7,9 @@ DataLoader workers. Writes ``runs/tsg/bench/<time>.json`` via :func:`common.benc
 For the projects' own benchmarks (``python -m <p>.bench``, ``make bench-<p>``): :data:`SHAPES` (the
 real benchmarks' input shapes), :func:`fake_batch` (a collated batch of that shape) and the driver
 they share: :func:`bench_parser` (the command line), :class:`Bench` (device and AMP, the matmul peak
-per wall- and per CPU-second measured first, the shape loop, the report line, the record), and
-:func:`measure_train` / :func:`profile_top_ops` / :func:`queries_per_s` (the timing of one
-training step and of inference). A project's ``bench.py`` keeps only its own: the model, the
+per wall- and per CPU-second measured first, the shape loop, the report line, the record),
+:func:`seeded_model` (the benchmarked model), and :func:`measure_train` /
+:func:`profile_table` / :func:`queries_per_s` (the timing of one training step and of inference). A project's ``bench.py`` keeps only its own: the model, the
 train and inference steps, and any extra row::
 
     a = bench_parser(__doc__).parse_args(argv)
@@ -17,7 +17,8 @@ train and inference steps, and any extra row::
     cfg = load_config(a.config, a.overrides, DEFAULTS, RULES)
     for name, shape in b.shapes():                         # --shapes, clips capped at --cpu-clips on CPU
         r = bench_shape(shape, cfg, b.device, b.amp, a.iters, b.profile(name))   # measure_train(...) + own rows
-        b.report(name, r, f"{name}: ...: {b.train_summary(r)}; inference ... ({b.elapsed():.0f}s)")
+        r.update(b.peak_fractions(r))
+        b.report(name, r, f"{name}: ...: {b.train_summary(r)}; {b.infer_summary(r)}")
     b.write()                                              # runs/<p>/bench/<time>.json
 """
 
@@ -36,7 +37,7 @@ import torch
 
 from common.bench import count_flops, cpu_seconds, matmul_peak, reset_peak_memory, time_fn, write_bench
 from common.data import REPO_ROOT, build_loader
-from common.runtime import amp_dtype, resolve_device
+from common.runtime import amp_dtype, resolve_device, seed_everything
 from common.tsg.dataset import TSGDataset, collate_tsg
 from common.tsg.evaluate import evaluate
 from common.tsg.features import FeatureStore
@@ -107,6 +108,14 @@ def matmul_peak_pair(device: torch.device, dtype: torch.dtype) -> tuple[float, f
     return peak, 13 * 2.0 * n**3 / max(cpu_seconds() - c0, 1e-9)
 
 
+def seeded_model(build: Callable[..., torch.nn.Module], cfg, shape: dict, device: torch.device,
+                 seed: int = 0) -> torch.nn.Module:
+    """``build(cfg, shape["vocab"], shape["feat"])`` on ``device`` after ``seed_everything(seed)``:
+    the same initial weights in every run of the benchmark."""
+    seed_everything(seed)
+    return build(cfg, shape["vocab"], shape["feat"]).to(device)
+
+
 def measure_train(step: Callable[[], object], device: torch.device, iters: int, batch: int) -> dict:
     """One training ``step`` counted (``common.bench.count_flops``; also the warm-up) and timed over
     ``iters`` calls after resetting the peak-memory counter: ``train_step_s`` (median wall),
@@ -122,7 +131,7 @@ def measure_train(step: Callable[[], object], device: torch.device, iters: int, 
             "train_flops_per_cpu_s": flops / max(cpu_per_step, 1e-9)}
 
 
-def profile_top_ops(step: Callable[[], object], device: torch.device, rows: int = 12) -> str:
+def profile_table(step: Callable[[], object], device: torch.device, rows: int = 12) -> str:
     """A torch.profiler table of one call of ``step``: the ``rows`` ops with the most self time
     (CUDA time on a GPU), i.e. why the fraction of the matmul peak is what it is."""
     from torch.profiler import ProfilerActivity, profile
@@ -196,6 +205,12 @@ class Bench:
                 f"matmul peak (wall)"
                 + (f", {100 * fr['fraction_of_matmul_peak_cpu_time']:.1f}% per CPU-second"
                    if "fraction_of_matmul_peak_cpu_time" in fr else ""))
+
+    def infer_summary(self, rec: dict, *, note: str = "") -> str:
+        """``inference Q queries/s<note>; peak memory M MiB (Ts)`` (``rec``'s ``infer_queries_per_s``
+        and ``peak_memory_bytes``; T = :meth:`elapsed`)."""
+        return (f"inference {rec['infer_queries_per_s']:.0f} queries/s{note}; peak memory "
+                f"{rec['peak_memory_bytes'] / 2**20:.0f} MiB ({self.elapsed():.0f}s)")
 
     def report(self, name: str, rec: dict, line: str) -> None:
         """Keep ``rec`` as ``record["shapes"][name]``, print ``line`` and any profiler table in ``rec``

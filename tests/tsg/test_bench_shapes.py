@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from common.tsg import bench as tsg_bench
-from common.tsg.bench import SHAPES, Bench, bench_parser, fake_batch, measure_train, queries_per_s
+from common.tsg.bench import (
+    SHAPES,
+    Bench,
+    bench_parser,
+    fake_batch,
+    measure_train,
+    queries_per_s,
+    seeded_model,
+)
 from common.tsg.dataset import to_device
 
 
@@ -67,9 +75,23 @@ def test_bench_driver_fractions_report_line_shapes_and_record(monkeypatch, tmp_p
         "train 12.5 samples/s (2560 ms/step, 3.00 CPU-s/step; x), 5.0 GFLOP/step -> 2.5 GFLOP/s = 25.0% of the "
         "matmul peak (wall), 5.0% per CPU-second")
     assert "5.00 GFLOP/step" in b.train_summary(train, gflop_digits=2)
+    b._t0 -= 7.0                                                 # 7 s into this shape
+    assert b.infer_summary({"infer_queries_per_s": 99.6, "peak_memory_bytes": 3 * 2**20}, note=" (x)") == (
+        "inference 100 queries/s (x); peak memory 3 MiB (7s)")
     b.report("charades", {"train": {"profile_top_ops": "TABLE"}, "x": 1}, "LINE")
     assert capsys.readouterr().out == "LINE\nTABLE\n"
     path = b.write()
     assert path.parent == tmp_path / "toy" / "bench" and capsys.readouterr().out == f"written {path}\n"
     rec = json.loads(path.read_text())
     assert rec["project"] == "toy" and rec["shapes"]["charades"]["x"] == 1 and rec["env"]
+
+
+def test_seeded_model_gives_the_same_weights_every_time():
+    def build(cfg, vocab, feat):
+        return torch.nn.Sequential(torch.nn.Embedding(vocab, 4), torch.nn.Linear(4, cfg["out"] * feat))
+
+    shape = {"vocab": 10, "feat": 3}
+    a = seeded_model(build, {"out": 2}, shape, torch.device("cpu"))
+    torch.randn(5)                                               # whatever ran in between
+    b = seeded_model(build, {"out": 2}, shape, torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
