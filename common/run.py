@@ -462,18 +462,15 @@ class Run:
             self._last_good = (resume_from, int(resume_state.get("epoch", 0)), int(resume_state.get("step", 0)))
         self._git = None
 
-    # ---- compatibility shim (TEMPORARY: until every project calls run.open() itself) ---------
-    # Projects written against the first API (ecrl, dmba, lns_parsing) use run.run_dir /
-    # run.metrics / run.ckpt_dir right after start_run() and never call open(). The first such
-    # access opens the run (not collectively: those projects touch run_dir on rank 0 only).
-    # Remove `_ensure_open` from these properties once the projects are adopted.
-    def _ensure_open(self) -> None:
+    def _require_open(self, what: str) -> None:
         if not self._opened:
-            self._open(collective=False)
+            raise RunError(f"run.{what} is used before run.open(): nothing of the run exists yet. Call run.open() "
+                           f"(on every rank) once the data is checked; run.planned_dir names the directory before "
+                           f"then ({self._run_dir})")
 
     @property
     def run_dir(self) -> Path:
-        self._ensure_open()
+        self._require_open("run_dir")
         return self._run_dir
 
     @property
@@ -482,7 +479,7 @@ class Run:
 
     @property
     def metrics(self) -> MetricWriter:
-        self._ensure_open()
+        self._require_open("metrics")
         return self._metrics
 
     @property
@@ -500,13 +497,11 @@ class Run:
         ``train.log`` (replaying what was logged so far). Call it on every rank, after the data
         has been checked. Returns the run."""
         if not self._opened:
-            self._open(collective=True)
+            self._open()
         return self
 
-    def _open(self, collective: bool) -> None:
-        opened = _on_main(self.dist, self._open_main, collective)
-        if opened is not None:  # None on other ranks when not collective: they keep the planned path
-            self._run_dir = Path(opened)
+    def _open(self) -> None:
+        self._run_dir = Path(_on_main(self.dist, self._open_main))
         self._opened = True
         step = None if self._resume_state is None else int(self._resume_state.get("step", 0))
         self._metrics = MetricWriter(self._run_dir, self.dist.rank, tensorboard=getattr(self.args, "tensorboard", True),
@@ -612,7 +607,7 @@ class Run:
         are gathered and rank 0 writes the file atomically (readable, ``0644`` under umask 022).
         A NaN/Inf parameter, buffer or optimizer state is refused with :class:`NonFiniteError`
         naming the tensor; the previous checkpoint stays. ``epoch`` = completed epochs."""
-        self._ensure_open()
+        self._require_open("save()")
         bad = _nonfinite_state(model, optimizer, more_modules)
         cuda = self.device if self.device.type == "cuda" else None
         gathered = all_gather_objects((capture_rng(cuda), bad))

@@ -14,33 +14,25 @@ the paper-scale model (the DEFAULTS of dscnet/config.py: d=256, z=256, K=128; Ac
 * inference queries/s (query encoding + grounding head + top-5 decoding), peak memory.
 
     python -m dscnet.bench [--device cuda] [--amp] [--shapes charades activitynet] [--iters 3]
+
+The command line, the timing and the report are common.tsg.bench's (bench_parser, Bench).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
-from common.bench import (
-    count_flops,
-    cpu_seconds,
-    matmul_peak,
-    peak_memory_bytes,
-    reset_peak_memory,
-    time_fn,
-    write_bench,
-)
+from common.bench import cpu_seconds, peak_memory_bytes
 from common.config import load_config
-from common.runtime import amp_dtype, autocast, resolve_device, seed_everything
-from common.tsg.bench import SHAPES, fake_batch
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from dscnet.cluster import kmeans
-from dscnet.config import DEFAULTS
+from dscnet.config import DEFAULTS, RULES
 from dscnet.losses import Objective
 from dscnet.model import build_model, decode
 
-BENCH_SHAPES = ("charades", "activitynet")
 ANET_TRAIN_QUERIES = 37421   # ActivityNet Captions train.json sentences
 CLUSTERS = {"charades": 128, "activitynet": 256}   # configs/charades_i3d.yaml (DEFAULTS), activitynet_c3d.yaml
 
@@ -61,15 +53,13 @@ def bench_clustering(n: int, z_dim: int, k: int, iters: int) -> dict:
             "refresh_s": t_seed_one + t_lloyd}
 
 
-def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
+def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
+    model = seeded_model(build_model, cfg, shape, device)
     k, z_dim = cfg.dscnet.clusters, cfg.model.z_dim
     g = torch.Generator().manual_seed(1)
     model.set_clusters(torch.nn.functional.layer_norm(torch.randn(k, z_dim, generator=g), (z_dim,)).to(device),
                        torch.rand(k, generator=g).add(0.1).to(device))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     vb = fake_batch(shape, device)
     qb = fake_batch(dict(shape, batch=cfg.train.query_batch_size), device, seed=1)
     objective = Objective(cfg.dscnet)
@@ -82,24 +72,10 @@ def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, prof
         loss.backward()
         opt.step()
 
-    reset_peak_memory(device)
-    flops = count_flops(train_step)  # also the warm-up step
-    c0 = cpu_seconds()
-    t = time_fn(train_step, device, warmup=0, iters=iters)
-    cpu_per_step = (cpu_seconds() - c0) / iters
     rec = {"clips": shape["clips"], "batch": shape["batch"], "query_batch": cfg.train.query_batch_size,
-           "feature_dim": shape["feat"], "clusters": k, "train_step_s": t, "train_cpu_s_per_step": cpu_per_step,
-           "train_samples_per_s": shape["batch"] / t, "train_flops_per_step": flops,
-           "train_flops_per_s": flops / t, "train_flops_per_cpu_s": flops / cpu_per_step}
+           "feature_dim": shape["feat"], "clusters": k, **measure_train(train_step, device, iters, shape["batch"])}
     if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as tprof
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with tprof(activities=acts) as prof:
-            train_step()
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        rec["profile_top_ops"] = prof.key_averages().table(sort_by=key, row_limit=12)
+        rec["profile_top_ops"] = profile_table(train_step, device)
     model.eval()
 
     @torch.no_grad()
@@ -108,68 +84,31 @@ def bench_shape(name: str, shape: dict, cfg, device, amp: bool, iters: int, prof
             out = model.ground(vb["video"], vb["video_mask"], vb["words"], vb["word_mask"])
         decode(out, vb["video_mask"], k=5)
 
-    ti = time_fn(infer, device, warmup=1, iters=max(iters, 3))
-    rec["infer_queries_per_s"] = shape["batch"] / ti
+    rec["infer_queries_per_s"] = queries_per_s(infer, device, shape["batch"], iters)
     rec["peak_memory_bytes"] = peak_memory_bytes(device)
     return rec
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast (default: on for CUDA, off for CPU)")
-    ap.add_argument("--config", default=None, help="a config whose model widths to use (default: DEFAULTS, the paper scale)")
-    ap.add_argument("--shapes", nargs="+", default=list(BENCH_SHAPES), choices=list(SHAPES))
-    ap.add_argument("--cpu-clips", type=int, default=128,
-                    help="on CPU, 200-clip shapes (ActivityNet) run at this many clips to stay short")
-    ap.add_argument("--iters", type=int, default=2)
+    ap = bench_parser(__doc__)
     ap.add_argument("--kmeans-iters", type=int, default=None, help="Lloyd rounds timed (default: 50 on CUDA, 5 on CPU)")
-    ap.add_argument("--no-profile", dest="profile", action="store_false")
-    ap.add_argument("--runs-root", default=None)
     a = ap.parse_args(argv)
-    device = resolve_device(a.device)
-    amp = (device.type == "cuda") if a.amp is None else a.amp
-    dtype = amp_dtype(device) if amp else torch.float32
-    c0 = cpu_seconds()
-    peak = matmul_peak(device, dtype)
-    n_mm = 1024 if device.type == "cpu" else 8192
-    peak_cpu = 13 * 2.0 * n_mm**3 / max(cpu_seconds() - c0, 1e-9)   # 3 warm-up + 10 timed matmuls per CPU-second
-    rec = {"project": "dscnet", "device": str(device), "amp": amp, "dtype": str(dtype),
-           "torch_threads": torch.get_num_threads(), "matmul_peak_flops": peak,
-           "matmul_peak_flops_per_cpu_s": peak_cpu, "shapes": {}}
-    print(f"device {device} amp={amp} threads={torch.get_num_threads()} matmul peak {peak / 1e9:.1f} GFLOP/s wall, "
-          f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second ({dtype})")
-    base = load_config(a.config, [], DEFAULTS)
-    kit = a.kmeans_iters or (50 if device.type == "cuda" else 5)
+    b = Bench("dscnet", a)
+    base = load_config(a.config, a.overrides, DEFAULTS, RULES)
+    kit = a.kmeans_iters or (50 if b.device.type == "cuda" else 5)
     cl = bench_clustering(ANET_TRAIN_QUERIES, base.model.z_dim, CLUSTERS["activitynet"], kit)
-    rec["clustering"] = cl
+    b.record["clustering"] = cl
     print(f"clustering: {cl['queries']} x {cl['z_dim']}-d into K={cl['clusters']}: k-means++ + 1 round "
           f"{cl['seed_plus_one_iter_s']:.2f}s ({cl['seed_plus_one_iter_cpu_s']:.2f} CPU-s), "
           f"{cl['lloyd_s_per_iter']:.3f}s ({cl['lloyd_cpu_s_per_iter']:.3f} CPU-s) per Lloyd round (float64 distances)")
-    for name in a.shapes:
-        shape = dict(SHAPES[name])
-        if device.type == "cpu" and shape["clips"] > a.cpu_clips:
-            shape["clips"] = a.cpu_clips
-        cfg = load_config(a.config, [f"dscnet.clusters={CLUSTERS.get(name, base.dscnet.clusters)}"], DEFAULTS)
-        t0 = time.perf_counter()
-        r = bench_shape(name, shape, cfg, device, amp, a.iters, a.profile and name == a.shapes[0])
-        r["fraction_of_matmul_peak"] = r["train_flops_per_s"] / peak
-        if device.type == "cpu":
-            r["fraction_of_matmul_peak_cpu_time"] = r["train_flops_per_cpu_s"] / peak_cpu
-        rec["shapes"][name] = r
-        print(f"{name}: {shape['clips']} clips x batch {shape['batch']} (+{r['query_batch']} sentences), K={r['clusters']}: "
-              f"train {r['train_samples_per_s']:.1f} samples/s ({r['train_step_s'] * 1e3:.0f} ms/step, "
-              f"{r['train_cpu_s_per_step']:.2f} CPU-s/step), {r['train_flops_per_step'] / 1e9:.2f} GFLOP/step -> "
-              f"{r['train_flops_per_s'] / 1e9:.1f} GFLOP/s = {100 * r['fraction_of_matmul_peak']:.1f}% of the matmul "
-              f"peak (wall)" + (f", {100 * r['fraction_of_matmul_peak_cpu_time']:.1f}% per CPU-second"
-                               if device.type == "cpu" else "")
-              + f"; inference {r['infer_queries_per_s']:.0f} queries/s; peak memory "
-              f"{r['peak_memory_bytes'] / 2**20:.0f} MiB ({time.perf_counter() - t0:.0f}s)")
-        if "profile_top_ops" in r:
-            print(r["profile_top_ops"])
-    path = write_bench("dscnet", rec, a.runs_root)
-    print(f"written {path}")
+    for name, shape in b.shapes():
+        k = CLUSTERS.get(name, base.dscnet.clusters)
+        cfg = load_config(a.config, [*a.overrides, f"dscnet.clusters={k}"], DEFAULTS, RULES)
+        r = bench_shape(shape, cfg, b.device, b.amp, a.iters, b.profile(name))
+        r.update(b.peak_fractions(r))
+        b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']} (+{r['query_batch']} sentences), "
+                          f"K={r['clusters']}: {b.train_summary(r, gflop_digits=2)}; {b.infer_summary(r)}")
+    b.write()
     return 0
 
 

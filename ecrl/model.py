@@ -1,7 +1,7 @@
 """The ECRL grounding network (query encoder, video encoder, cross-modal interaction, the shared
-grounding head: start / end / inside scores per clip), the training module that runs it on the
-original and the augmented (self-refined) video, ``build_model`` and ``decode``. The objective
-is in ``ecrl/losses.py``.
+grounding head: start / end / inside scores per clip, ``common.tsg.heads.BoundaryHead``), the
+training module that runs it on the original and the augmented (self-refined) video,
+``build_model`` and ``decode``. The objective is in ``ecrl/losses.py``.
 
 Shapes: B batch, N clips, L words, D clip-feature dim, d model width.
 """
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from common.tsg.decode import decode_boundaries
+from common.tsg.heads import BoundaryHead
 from ecrl.refine import SelfRefine
 
 
@@ -101,25 +102,6 @@ class CrossModal(nn.Module):
         return self.norm(self.enc(h, src_key_padding_mask=~video_mask))
 
 
-# RECONSTRUCTED: the abstract says "shared grounding head" without its type; a proposal-free
-# start/end (+ inside) head keeps the transform bookkeeping exact (labels are clip positions).
-class GroundingHead(nn.Module):
-    """Shared boundary head: per clip a start logit, an end logit and an inside (foreground) logit."""
-
-    def __init__(self, d: int, dropout: float):
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv1d(d, d, 3, padding=1), nn.GELU(), nn.Dropout(dropout))
-        self.out = nn.Linear(d, 3)
-
-    def forward(self, h: torch.Tensor, video_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.conv(h.transpose(1, 2)).transpose(1, 2) + h
-        o = self.out(x).float()
-        neg = torch.finfo(o.dtype).min / 4
-        start = o[..., 0].masked_fill(~video_mask, neg)
-        end = o[..., 1].masked_fill(~video_mask, neg)
-        return {"start": start, "end": end, "inside": o[..., 2]}
-
-
 class ECRLNet(nn.Module):
     """Encoders + interaction + head. ``forward`` returns the head's logits and ``hidden``, the
     query-related frame-wise sequence [B, N, d] that SSCL compares between the two videos."""
@@ -131,7 +113,9 @@ class ECRLNet(nn.Module):
         self.query = QueryEncoder(vocab_size, word_dim, d, heads, query_layers, dropout, embeddings, freeze_words)
         self.video = VideoEncoder(feat_dim, d, heads, video_layers, dropout, max_clips)
         self.cross = CrossModal(d, heads, fusion_layers, dropout)
-        self.head = GroundingHead(d, dropout)
+        # RECONSTRUCTED: the abstract says "shared grounding head" without its type; a proposal-free
+        # start/end (+ inside) head keeps the transform bookkeeping exact (labels are clip positions).
+        self.head = BoundaryHead(d, dropout)
 
     def forward(self, video, video_mask, words, word_mask) -> dict[str, torch.Tensor]:
         w, sent = self.query(words, word_mask)

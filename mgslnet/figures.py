@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from common.tsg.dataset import collate_tsg, to_device
-from mgslnet.head import clip_spans
+from common.tsg.decode import clip_spans
 
 
 def _plt():

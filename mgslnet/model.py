@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from common.tsg.decode import decode_regression
 from mgslnet.gcn import CrossModalGCN
-from mgslnet.head import RegressionHead, decode_regression
+from mgslnet.head import RegressionHead
 from mgslnet.hetero import HeteroAttention, encoder
 from mgslnet.memory import Memory, NoMemory
 

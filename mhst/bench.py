@@ -15,40 +15,27 @@ paper-scale model (the DEFAULTS of mhst/config.py: d=512, 2+1 conv blocks, BiGRU
 * a torch.profiler table of the top ops of one training step (why the fraction is what it is).
 
     python -m mhst.bench [--device cuda] [--amp] [--shapes charades activitynet] [--iters 3]
+
+The command line, the timing and the report are common.tsg.bench's (bench_parser, Bench).
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import torch
 
-from common.bench import (
-    count_flops,
-    cpu_seconds,
-    matmul_peak,
-    peak_memory_bytes,
-    reset_peak_memory,
-    time_fn,
-    write_bench,
-)
+from common.bench import peak_memory_bytes, time_fn
 from common.config import load_config
-from common.runtime import amp_dtype, autocast, resolve_device, seed_everything
-from common.tsg.bench import SHAPES, fake_batch
+from common.runtime import autocast
+from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
 from mhst.config import DEFAULTS, RULES
 from mhst.losses import Objective
 from mhst.model import build_model, decode
 from mhst.tree import build_tree
 
-BENCH_SHAPES = ("charades", "activitynet")
-
 
 def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) -> dict:
-    seed_everything(0)
-    model = build_model(cfg, shape["vocab"], shape["feat"]).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    model = seeded_model(build_model, cfg, shape, device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = fake_batch(shape, device)
     objective = Objective(cfg.mhst, model.net.has_tree)
 
@@ -59,15 +46,8 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
         loss.backward()
         opt.step()
 
-    reset_peak_memory(device)
-    flops = count_flops(train_step)  # also the warm-up step
-    c0 = cpu_seconds()
-    t = time_fn(train_step, device, warmup=0, iters=iters)
-    cpu_per_step = (cpu_seconds() - c0) / iters
     rec = {"clips": shape["clips"], "batch": shape["batch"], "feature_dim": shape["feat"],
-           "train_step_s": t, "train_cpu_s_per_step": cpu_per_step,
-           "train_samples_per_s": shape["batch"] / t, "train_flops_per_step": flops,
-           "train_flops_per_s": flops / t, "train_flops_per_cpu_s": flops / cpu_per_step}
+           **measure_train(train_step, device, iters, shape["batch"])}
     if model.net.has_tree:
         with torch.no_grad(), autocast(device, amp):
             out = model(batch)
@@ -75,18 +55,11 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
         t_tree = time_fn(lambda: build_tree(out["h"], out["r"], batch["video_mask"], mode=model.net.tree_mode, **kw),
                          device, warmup=1, iters=max(iters, 3))
         rec["tree_s"] = t_tree
-        rec["tree_share_of_step"] = t_tree / t
+        rec["tree_share_of_step"] = t_tree / rec["train_step_s"]
         rec["tree_roots_per_video"] = float(out["tree"].num_roots.float().mean())
         rec["tree_merge_steps"] = int(out["tree"].node_valid.shape[1])
     if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as tprof
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with tprof(activities=acts) as prof:
-            train_step()
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        rec["profile_top_ops"] = prof.key_averages().table(sort_by=key, row_limit=12)
+        rec["profile_top_ops"] = profile_table(train_step, device)
     net = model.net.eval()
 
     @torch.no_grad()
@@ -95,67 +68,25 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
             out = net(batch["video"], batch["video_mask"], batch["words"], batch["word_mask"], history=True)
         decode(out, batch["video_mask"], cfg)
 
-    ti = time_fn(infer, device, warmup=1, iters=max(iters, 3))
-    rec["infer_queries_per_s"] = shape["batch"] / ti
+    rec["infer_queries_per_s"] = queries_per_s(infer, device, shape["batch"], iters)
     rec["peak_memory_bytes"] = peak_memory_bytes(device)
     model.train()
     return rec
 
 
-# SHARED-CANDIDATE: this command line (device/amp/shapes/cpu-clips, the matmul peak per wall- and
-# per CPU-second, the per-shape print and write_bench) is ecrl/bench.py's nearly line for line; a
-# `common.tsg.bench.run_project_bench(project, bench_shape, cfg)` would serve both.
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast (default: on for CUDA, off for CPU)")
-    ap.add_argument("--config", default=None, help="a config whose model widths to use (default: DEFAULTS, the paper scale)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="a config override (repeatable)")
-    ap.add_argument("--shapes", nargs="+", default=list(BENCH_SHAPES), choices=list(SHAPES))
-    ap.add_argument("--cpu-clips", type=int, default=128,
-                    help="on CPU, 200-clip shapes (ActivityNet, TACoS) run at this many clips to stay short")
-    ap.add_argument("--iters", type=int, default=2)
-    ap.add_argument("--no-profile", dest="profile", action="store_false")
-    ap.add_argument("--runs-root", default=None)
-    a = ap.parse_args(argv)
-    device = resolve_device(a.device)
-    amp = (device.type == "cuda") if a.amp is None else a.amp
+    a = bench_parser(__doc__).parse_args(argv)
+    b = Bench("mhst", a)
     cfg = load_config(a.config, a.overrides, DEFAULTS, RULES)
-    dtype = amp_dtype(device) if amp else torch.float32
-    c0 = cpu_seconds()
-    peak = matmul_peak(device, dtype)
-    n_mm = 1024 if device.type == "cpu" else 8192
-    # the same 13 matmuls (3 warm-up + 10 timed) per CPU-second: robust to other processes on a shared CPU
-    peak_cpu = 13 * 2.0 * n_mm**3 / max(cpu_seconds() - c0, 1e-9)
-    rec = {"project": "mhst", "device": str(device), "amp": amp, "dtype": str(dtype), "torch_threads": torch.get_num_threads(),
-           "matmul_peak_flops": peak, "matmul_peak_flops_per_cpu_s": peak_cpu, "model": cfg.model.to_dict(),
-           "mhst": cfg.mhst.to_dict(), "shapes": {}}
-    print(f"device {device} amp={amp} threads={torch.get_num_threads()} matmul peak {peak / 1e9:.1f} GFLOP/s wall, "
-          f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second ({dtype})")
-    for name in a.shapes:
-        shape = dict(SHAPES[name])
-        if device.type == "cpu" and shape["clips"] > a.cpu_clips:
-            shape["clips"] = a.cpu_clips
-        t0 = time.perf_counter()
-        r = bench_shape(shape, cfg, device, amp, a.iters, a.profile and name == a.shapes[0])
-        r["fraction_of_matmul_peak"] = r["train_flops_per_s"] / peak
-        if device.type == "cpu":
-            r["fraction_of_matmul_peak_cpu_time"] = r["train_flops_per_cpu_s"] / peak_cpu
-        rec["shapes"][name] = r
-        print(f"{name}: {shape['clips']} clips x batch {shape['batch']}: train {r['train_samples_per_s']:.1f} samples/s "
-              f"({r['train_step_s'] * 1e3:.0f} ms/step, {r['train_cpu_s_per_step']:.2f} CPU-s/step), "
-              f"{r['train_flops_per_step'] / 1e9:.1f} GFLOP/step -> {r['train_flops_per_s'] / 1e9:.1f} GFLOP/s = "
-              f"{100 * r['fraction_of_matmul_peak']:.1f}% of the matmul peak (wall)"
-              + (f", {100 * r['fraction_of_matmul_peak_cpu_time']:.1f}% per CPU-second" if device.type == "cpu" else "")
-              + (f"; tree {r['tree_s'] * 1e3:.0f} ms = {100 * r['tree_share_of_step']:.1f}% of the step "
-                 f"({r['tree_merge_steps']} merge steps, {r['tree_roots_per_video']:.1f} roots/video)" if "tree_s" in r else "")
-              + f"; inference {r['infer_queries_per_s']:.0f} queries/s; peak memory "
-              f"{r['peak_memory_bytes'] / 2**20:.0f} MiB ({time.perf_counter() - t0:.0f}s)")
-        if "profile_top_ops" in r:
-            print(r["profile_top_ops"])
-    path = write_bench("mhst", rec, a.runs_root)
-    print(f"written {path}")
+    b.record.update(model=cfg.model.to_dict(), mhst=cfg.mhst.to_dict())
+    for name, shape in b.shapes():
+        r = bench_shape(shape, cfg, b.device, b.amp, a.iters, b.profile(name))
+        r.update(b.peak_fractions(r))
+        tree = (f"; tree {r['tree_s'] * 1e3:.0f} ms = {100 * r['tree_share_of_step']:.1f}% of the step "
+                f"({r['tree_merge_steps']} merge steps, {r['tree_roots_per_video']:.1f} roots/video)" if "tree_s" in r else "")
+        b.report(name, r, f"{name}: {shape['clips']} clips x batch {shape['batch']}: {b.train_summary(r)}{tree}; "
+                          f"{b.infer_summary(r)}")
+    b.write()
     return 0
 
 

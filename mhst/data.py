@@ -5,9 +5,9 @@ the glance only for training.
 
 One-shot (glance) supervision, ViGA's setting: each training moment comes with one annotated time
 inside it, and its boundaries exist only for evaluation. The train split is read from a glance
-file (``vid start end##glance##sentence``; JSON with ``glance``), and :class:`GlanceView` hands the
-training loop items *without* ``start``/``end``, so the loop cannot read a train moment (a test
-moves every train moment around its glance and checks that the weights stay bit-identical).
+file (``vid start end##glance##sentence``; JSON with ``glance``), and ``common.tsg.dataset.GlanceView``
+hands the training loop items *without* ``start``/``end``, so the loop cannot read a train moment
+(a test moves every train moment around its glance and checks that the weights stay bit-identical).
 The embedded set is ``common.tsg.synthetic`` (it writes ``glance/charades_sta_{train,test}.txt``).
 """
 
@@ -17,57 +17,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 from common.config import Config, load_config
 from common.data import DataFormatError
 from common.tsg.data import GroundingData, check_main, layout, load_grounding_data
-from common.tsg.dataset import TSGDataset
-from common.tsg.records import Annotations, read_annotations
+from common.tsg.dataset import GlanceView, check_glances
+from common.tsg.records import read_annotations
 from mhst.config import DEFAULTS, RULES
 
 HINT = ("See mhst/README.md (Data layout); the embedded set is made by `make -C mhst data`. Glance files: "
         "github.com/r-cui/ViGA, data/<dataset>/annotations/glance/.")
 
 
-def check_glances(ann: Annotations) -> None:
-    """Every training query must carry its glance; one error naming the file and every record without one."""
-    missing = [q for q in ann.queries if q.glance is None]
-    if missing:
-        where = ", ".join(f"record {q.query_id} ({q.vid})" for q in missing[:10])
-        raise DataFormatError(
-            f"{ann.path}: {len(missing)} of {len(ann.queries)} training record(s) have no glance (one-shot training "
-            f"needs ViGA's glance format 'vid start end##glance##sentence', or 'glance' in the JSON): {where}"
-            + (" ..." if len(missing) > 10 else ""))
-
-
-# SHARED-CANDIDATE: a glance view of TSGDataset for every glance/one-shot project (common/tsg/dataset.py).
-class GlanceView(Dataset):
-    """The items of a :class:`~common.tsg.dataset.TSGDataset` without the moment: ``start`` and
-    ``end`` are removed, ``glance`` (fraction of the duration) stays. Refuses a dataset whose
-    queries lack a glance (:func:`check_glances`)."""
-
-    HIDDEN = ("start", "end")
-
-    def __init__(self, base: TSGDataset):
-        check_glances(base.annotations)
-        self.base = base
-        self.queries = base.queries
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.base[i]
-        for k in self.HIDDEN:
-            del item[k]
-        return item
-
-
 def load_data(cfg: Config, root: str | Path | None = None, **kw) -> GroundingData:
     """Everything read and checked before a model is built (``common.tsg.data.load_grounding_data``;
     ``kw``: seed, vocab, glove_cache, need_train_set, need_embeddings), plus the glance of every
-    training query. ``train_set`` is a :class:`GlanceView`."""
+    training query (``common.tsg.dataset.check_glances``). ``train_set`` is a ``GlanceView``."""
     data = load_grounding_data(cfg, root, word_dim=cfg.model.word_dim, hint=HINT, **kw)
     check_glances(data.train)
     if data.train_set is not None:

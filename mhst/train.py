@@ -10,7 +10,8 @@ AAAI 2023, arXiv 2301.01871) from glance annotations. Documented defaults: mhst/
 
 Each step encodes the batch, grows the hypotheses tree of every video (mhst/tree.py) and
 minimises the self-supervised objective of mhst/losses.py. The loop sees each training query's
-video, sentence and glance, never its start/end (mhst/data.py: GlanceView).
+video, sentence and glance, never its start/end (mhst/data.py: load_data wraps the train set in
+common.tsg.dataset.GlanceView).
 """
 
 from __future__ import annotations

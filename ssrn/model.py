@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from common.tsg.decode import span_scores
-from common.tsg.evaluate import nms_topk
+from common.tsg.decode import decode_boundaries
+from common.tsg.heads import BoundaryHead
 from ssrn.sampling import cell_edges
 
 
@@ -139,26 +139,6 @@ class SiameseFusion(nn.Module):
         return h_anchor + self.drop(a)
 
 
-# RECONSTRUCTED: the abstract's soft boundary labels imply a start/end boundary-probability head
-# (proposal-free); an inside (foreground) logit is added as in VSLNet's highlighting.
-# SHARED-CANDIDATE: the same start/end/inside head (conv + linear, padding masked) is ecrl's
-# GroundingHead; one copy in common/tsg (e.g. common.tsg.heads.BoundaryHead) would serve both.
-class BoundaryHead(nn.Module):
-    """Per clip a start, an end and an inside logit; padding clips get a very negative start/end."""
-
-    def __init__(self, d: int, dropout: float):
-        super().__init__()
-        self.conv = nn.Sequential(nn.Conv1d(d, d, 3, padding=1), nn.GELU(), nn.Dropout(dropout))
-        self.out = nn.Linear(d, 3)
-
-    def forward(self, h: torch.Tensor, video_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.conv(h.transpose(1, 2)).transpose(1, 2) + h
-        o = self.out(x).float()
-        neg = torch.finfo(o.dtype).min / 4
-        return {"start": o[..., 0].masked_fill(~video_mask, neg), "end": o[..., 1].masked_fill(~video_mask, neg),
-                "inside": o[..., 2]}
-
-
 class SSRN(nn.Module):
     """The shared backbone over ``M`` sequences per video (module doc). ``forward`` takes
     ``video [B, M, N, D]``, ``video_mask [B, M, N]``, ``times [B, M, N]``, ``words [B, L]``,
@@ -177,6 +157,8 @@ class SSRN(nn.Module):
         self.fusion = _encoder(d, heads, fusion_layers, dropout)
         self.norm = nn.LayerNorm(d)
         self.siamese_fusion = SiameseFusion(d, heads, dropout) if fuse_siamese else None
+        # RECONSTRUCTED: the abstract's soft boundary labels imply a start/end boundary-probability head
+        # (proposal-free); an inside (foreground) logit is added as in VSLNet's highlighting.
         self.head = BoundaryHead(d, dropout)
 
     def forward(self, video, video_mask, times, words, word_mask) -> dict[str, torch.Tensor]:
@@ -211,32 +193,12 @@ def build_model(cfg, vocab_size: int, feat_dim: int, embeddings=None) -> SSRN:
 
 # --------------------------------------------------------------------------- decoding
 
-# SHARED-CANDIDATE: common.tsg.decode.decode_boundaries with per-clip cell edges (a clip grid that
-# is not uniform: sampled frames, siamese offsets); it decodes span (i, j) to [i/n, (j+1)/n].
-def decode_on_grid(start_logits: torch.Tensor, end_logits: torch.Tensor, video_mask: torch.Tensor,
-                   times: torch.Tensor, *, inside_logits: torch.Tensor | None = None, inside_weight: float = 0.0,
-                   k: int = 5, nms: float = 0.5, max_len_frac: float = 1.0, pool: int = 100) -> list[np.ndarray]:
-    """Top-``k`` moments per query (fractions, best first): every clip span ``(i, j)`` scores
-    ``log p_s(i) + log p_e(j) (+ inside_weight x mean log sigmoid(inside))``
-    (``common.tsg.decode.span_scores``), decodes to ``[lo_i, hi_j]`` (the clips' cells,
-    ``ssrn.sampling.cell_edges``), and greedy NMS (the evaluator's ``nms_topk``) keeps ``k``."""
-    n = video_mask.shape[1]
-    max_len = max(1, int(math.ceil(max_len_frac * n)))
-    sc = span_scores(start_logits.detach(), end_logits.detach(),
-                     None if inside_logits is None else inside_logits.detach(), max_len, inside_weight)
-    flat = sc.reshape(sc.shape[0], -1)
-    top = torch.topk(flat, min(pool, flat.shape[1]), dim=-1)
-    vals, idx = top.values.cpu().numpy(), top.indices.cpu().numpy()
-    lo, hi = cell_edges(times, video_mask)
-    rows = np.arange(len(idx))[:, None]
-    spans = np.stack([lo[rows, idx // n], hi[rows, idx % n]], -1)           # ranked [B, pool, 2]
-    kept, valid = nms_topk(spans, np.isfinite(vals) & (vals > -1e30), nms, keep=k)  # padding logits: ~-8e37
-    return [kept[q][valid[q]] for q in range(len(idx))]
-
-
 def decode(out: dict[str, torch.Tensor], video_mask: torch.Tensor, times: torch.Tensor, k: int = 5,
            nms: float = 0.5, max_len_frac: float = 1.0, inside_weight: float = 1.0) -> list[np.ndarray]:
-    """The anchor's (sequence 0) top-k moments, fractions of the video (:func:`decode_on_grid`)."""
-    return decode_on_grid(out["start"][:, 0], out["end"][:, 0], video_mask[:, 0], times[:, 0],
-                          inside_logits=out["inside"][:, 0], inside_weight=inside_weight, k=k, nms=nms,
-                          max_len_frac=max_len_frac)
+    """The anchor's (sequence 0) top-k moments, fractions of the video: every clip span ``(i, j)``
+    scores ``log p_s(i) + log p_e(j) + inside_weight x mean log sigmoid(inside)`` and decodes to
+    ``[lo_i, hi_j]``, the clips' cells on the anchor's sampled grid (``ssrn.sampling.cell_edges``);
+    greedy NMS keeps ``k`` (``common.tsg.decode.decode_boundaries`` with ``edges``)."""
+    return decode_boundaries(out["start"][:, 0], out["end"][:, 0], video_mask[:, 0],
+                             inside_logits=out["inside"][:, 0], inside_weight=inside_weight, k=k, nms=nms,
+                             max_len_frac=max_len_frac, edges=cell_edges(times[:, 0], video_mask[:, 0]))

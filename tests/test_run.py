@@ -3,6 +3,7 @@ against its checkpoint, --resume auto matches overrides, the lock, failed starts
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from common.checkpoint import CheckpointError, safe_load, save_training_state
+from common.checkpoint import CheckpointError, safe_load
 from common.cli import base_parser
 from common.config import ConfigError, Range, load_config
 from common.run import (
@@ -260,24 +261,22 @@ def test_metrics_logged_after_the_checkpoint_by_a_killed_run_are_dropped(tmp_pat
     assert "dropped 2 metric record(s) the interrupted run logged after step 2" in (d / "train.log").read_text()
 
 
-def test_first_api_call_sites_still_work(tmp_path):
-    """COMPAT: ecrl/dmba (first API) never call open(): the first run_dir/metrics use opens the run."""
-    from common.checkpoint import load_training_state
-
-    args = base_parser("t").parse_args(["--device", "cpu", "--runs-root", str(tmp_path), "--no-tb"])
-    cfg = load_config(None, [], DEFAULTS)
-    run = start_run("demo", args, cfg)
-    assert run.resume_from is None and _files(tmp_path) == [] if tmp_path.exists() else True
-    run.log.info("hello")
-    save_training_state(run.ckpt_dir / "last.pt", model=_model(), epoch=2, config=cfg.to_dict())
+def test_run_dir_metrics_and_save_before_open_are_a_clear_error(tmp_path):
+    """The first API's open-on-first-use is gone: touching the run before open() names the fix and
+    writes nothing; after open() the same calls work."""
+    run = _start(tmp_path)
+    for what, touch in (("run_dir", lambda: run.run_dir), ("run_dir", lambda: run.ckpt_dir),
+                        ("metrics", lambda: run.metrics),
+                        ("save()", lambda: run.save(model=_model(), epoch=1, step=1))):
+        with pytest.raises(RunError, match=rf"run\.{re.escape(what)} is used before run\.open\(\).*"
+                                           rf"{re.escape(str(run.planned_dir))}"):
+            touch()
+    assert _files(tmp_path) == []
+    run.open()
+    assert run.run_dir == run.planned_dir and run.ckpt_dir == run.planned_dir / "checkpoints"
     run.metrics.log(1, "train", loss=0.5)
+    assert run.save(model=_model(), epoch=1, step=1).is_file()
     run.close()
-    assert (run.run_dir / "config.yaml").is_file() and "hello" in (run.run_dir / "train.log").read_text()
-    again = start_run("demo", base_parser("t").parse_args(["--device", "cpu", "--runs-root", str(tmp_path),
-                                                           "--no-tb", "--resume", "auto"]), cfg)
-    assert again.resume_from == run.ckpt_dir / "last.pt" and again.run_dir == run.run_dir
-    assert load_training_state(again.resume_from, model=_model())["epoch"] == 2
-    again.close()
 
 
 def test_git_sha_short_form_names_head():

@@ -4,8 +4,22 @@ count), with 100 ranked proposals per query, with and without NMS; and TSGDatase
 throughput (samples/s) from the HDF5 features of the default synthetic set with 0 and 2
 DataLoader workers. Writes ``runs/tsg/bench/<time>.json`` via :func:`common.bench.write_bench`.
 
-For the projects' own benchmarks: :data:`SHAPES` (the real benchmarks' input shapes) and
-:func:`fake_batch` (a collated batch of that shape).
+For the projects' own benchmarks (``python -m <p>.bench``, ``make bench-<p>``): :data:`SHAPES` (the
+real benchmarks' input shapes), :func:`fake_batch` (a collated batch of that shape) and the driver
+they share: :func:`bench_parser` (the command line), :class:`Bench` (device and AMP, the matmul peak
+per wall- and per CPU-second measured first, the shape loop, the report line, the record),
+:func:`seeded_model` (the benchmarked model), and :func:`measure_train` /
+:func:`profile_table` / :func:`queries_per_s` (the timing of one training step and of inference). A project's ``bench.py`` keeps only its own: the model, the
+train and inference steps, and any extra row::
+
+    a = bench_parser(__doc__).parse_args(argv)
+    b = Bench("ecrl", a)                                   # prints the matmul peak line
+    cfg = load_config(a.config, a.overrides, DEFAULTS, RULES)
+    for name, shape in b.shapes():                         # --shapes, clips capped at --cpu-clips on CPU
+        r = bench_shape(shape, cfg, b.device, b.amp, a.iters, b.profile(name))   # measure_train(...) + own rows
+        r.update(b.peak_fractions(r))
+        b.report(name, r, f"{name}: ...: {b.train_summary(r)}; {b.infer_summary(r)}")
+    b.write()                                              # runs/<p>/bench/<time>.json
 """
 
 from __future__ import annotations
@@ -15,13 +29,15 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.bench import write_bench
+from common.bench import count_flops, cpu_seconds, matmul_peak, reset_peak_memory, time_fn, write_bench
 from common.data import REPO_ROOT, build_loader
+from common.runtime import amp_dtype, resolve_device, seed_everything
 from common.tsg.dataset import TSGDataset, collate_tsg
 from common.tsg.evaluate import evaluate
 from common.tsg.features import FeatureStore
@@ -56,6 +72,160 @@ def fake_batch(shape: dict, device: torch.device | str = "cpu", seed: int = 0) -
     out = {k: v.to(device) for k, v in batch.items()}
     out["vid"] = [f"FAKE{i:05d}" for i in range(b)]
     return out
+
+
+# ------------------------------------------------------------------ the projects' bench driver
+
+BENCH_SHAPES = ("charades", "activitynet")   # the default --shapes of every project's bench
+
+
+def bench_parser(doc: str, *, iters: int = 2) -> argparse.ArgumentParser:
+    """The command line every TSG project's ``bench.py`` shares; a project adds its own flags to it."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: on for CUDA, off for CPU)")
+    ap.add_argument("--config", default=None, help="a config whose model widths to use (default: DEFAULTS, the paper scale)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override (repeatable)")
+    ap.add_argument("--shapes", nargs="+", default=list(BENCH_SHAPES), choices=list(SHAPES))
+    ap.add_argument("--cpu-clips", type=int, default=128,
+                    help="on CPU, 200-clip shapes (ActivityNet, TACoS) run at this many clips to stay short")
+    ap.add_argument("--iters", type=int, default=iters, help="timed training steps per shape")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="no torch.profiler table of a training step (otherwise one, for the first shape)")
+    ap.add_argument("--runs-root", default=None)
+    return ap
+
+
+def matmul_peak_pair(device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """(FLOP/s per wall-second, FLOP per CPU-second) of :func:`common.bench.matmul_peak` (n = 1024 on
+    CPU, 8192 on CUDA; 3 warm-up + 10 timed matmuls). Per CPU-second, the same 13 matmuls are
+    robust to other processes on a shared CPU."""
+    n = 8192 if device.type == "cuda" else 1024
+    c0 = cpu_seconds()
+    peak = matmul_peak(device, dtype, n=n, iters=10)
+    return peak, 13 * 2.0 * n**3 / max(cpu_seconds() - c0, 1e-9)
+
+
+def seeded_model(build: Callable[..., torch.nn.Module], cfg, shape: dict, device: torch.device,
+                 seed: int = 0) -> torch.nn.Module:
+    """``build(cfg, shape["vocab"], shape["feat"])`` on ``device`` after ``seed_everything(seed)``:
+    the same initial weights in every run of the benchmark."""
+    seed_everything(seed)
+    return build(cfg, shape["vocab"], shape["feat"]).to(device)
+
+
+def measure_train(step: Callable[[], object], device: torch.device, iters: int, batch: int) -> dict:
+    """One training ``step`` counted (``common.bench.count_flops``; also the warm-up) and timed over
+    ``iters`` calls after resetting the peak-memory counter: ``train_step_s`` (median wall),
+    ``train_cpu_s_per_step``, ``train_samples_per_s`` (``batch`` / step), ``train_flops_per_step``,
+    ``train_flops_per_s`` and ``train_flops_per_cpu_s``."""
+    reset_peak_memory(device)
+    flops = count_flops(step)
+    c0 = cpu_seconds()
+    t = time_fn(step, device, warmup=0, iters=iters)
+    cpu_per_step = (cpu_seconds() - c0) / iters
+    return {"train_step_s": t, "train_cpu_s_per_step": cpu_per_step, "train_samples_per_s": batch / t,
+            "train_flops_per_step": flops, "train_flops_per_s": flops / t,
+            "train_flops_per_cpu_s": flops / max(cpu_per_step, 1e-9)}
+
+
+def profile_table(step: Callable[[], object], device: torch.device, rows: int = 12) -> str:
+    """A torch.profiler table of one call of ``step``: the ``rows`` ops with the most self time
+    (CUDA time on a GPU), i.e. why the fraction of the matmul peak is what it is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        step()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def queries_per_s(infer: Callable[[], object], device: torch.device, batch: int, iters: int) -> float:
+    """``batch`` / the median wall time of ``infer()`` (1 warm-up call, at least 3 timed)."""
+    return batch / time_fn(infer, device, warmup=1, iters=max(iters, 3))
+
+
+class Bench:
+    """One run of a project's benchmark from its :func:`bench_parser` arguments: resolves the device
+    and AMP (``--amp`` defaults to on for CUDA), measures the matmul peak first
+    (:func:`matmul_peak_pair`) and prints it, walks the shapes (:meth:`shapes`), formats the
+    shared part of each shape's line (:meth:`train_summary`), collects ``record`` and writes it
+    (:meth:`write`: ``runs/<project>/bench/<time>.json``)."""
+
+    def __init__(self, project: str, args: argparse.Namespace):
+        self.project, self.args = project, args
+        self.device = resolve_device(args.device)
+        self.amp = (self.device.type == "cuda") if args.amp is None else bool(args.amp)
+        self.dtype = amp_dtype(self.device) if self.amp else torch.float32
+        self.peak, self.peak_cpu = matmul_peak_pair(self.device, self.dtype)
+        self.record = {"project": project, "device": str(self.device), "amp": self.amp, "dtype": str(self.dtype),
+                       "torch_threads": torch.get_num_threads(), "matmul_peak_flops": self.peak,
+                       "matmul_peak_flops_per_cpu_s": self.peak_cpu, "shapes": {}}
+        self._t0 = time.perf_counter()
+        print(f"device {self.device} amp={self.amp} threads={torch.get_num_threads()} matmul peak "
+              f"{self.peak / 1e9:.1f} GFLOP/s wall, {self.peak_cpu / 1e9:.1f} GFLOP per CPU-second ({self.dtype})")
+
+    def shapes(self) -> Iterator[tuple[str, dict]]:
+        """``(name, shape)`` for each ``--shapes`` entry (a copy of :data:`SHAPES`' entry; on CPU its
+        clips capped at ``--cpu-clips``); starts the clock that :meth:`elapsed` reads."""
+        for name in self.args.shapes:
+            shape = dict(SHAPES[name])
+            if self.device.type == "cpu" and shape["clips"] > self.args.cpu_clips:
+                shape["clips"] = self.args.cpu_clips
+            self._t0 = time.perf_counter()
+            yield name, shape
+
+    def profile(self, name: str) -> bool:
+        """Whether this shape's training step gets a profiler table (the first shape, unless --no-profile)."""
+        return bool(self.args.profile) and name == self.args.shapes[0]
+
+    def elapsed(self) -> float:
+        """Wall seconds since the current shape started."""
+        return time.perf_counter() - self._t0
+
+    def peak_fractions(self, train: dict) -> dict:
+        """A :func:`measure_train` record's FLOP/s as fractions of the matmul peak: per wall-second
+        and, on CPU, per CPU-second."""
+        out = {"fraction_of_matmul_peak": train["train_flops_per_s"] / self.peak}
+        if self.device.type == "cpu":
+            out["fraction_of_matmul_peak_cpu_time"] = train["train_flops_per_cpu_s"] / self.peak_cpu
+        return out
+
+    def train_summary(self, train: dict, *, step_note: str = "", gflop_digits: int = 1) -> str:
+        """``train S samples/s (T ms/step, C CPU-s/step<step_note>), G GFLOP/step -> F GFLOP/s = P% of
+        the matmul peak (wall)[, Q% per CPU-second]`` for a :func:`measure_train` record."""
+        fr = self.peak_fractions(train)
+        return (f"train {train['train_samples_per_s']:.1f} samples/s ({train['train_step_s'] * 1e3:.0f} ms/step, "
+                f"{train['train_cpu_s_per_step']:.2f} CPU-s/step{step_note}), "
+                f"{train['train_flops_per_step'] / 1e9:.{gflop_digits}f} GFLOP/step -> "
+                f"{train['train_flops_per_s'] / 1e9:.1f} GFLOP/s = {100 * fr['fraction_of_matmul_peak']:.1f}% of the "
+                f"matmul peak (wall)"
+                + (f", {100 * fr['fraction_of_matmul_peak_cpu_time']:.1f}% per CPU-second"
+                   if "fraction_of_matmul_peak_cpu_time" in fr else ""))
+
+    def infer_summary(self, rec: dict, *, note: str = "") -> str:
+        """``inference Q queries/s<note>; peak memory M MiB (Ts)`` (``rec``'s ``infer_queries_per_s``
+        and ``peak_memory_bytes``; T = :meth:`elapsed`)."""
+        return (f"inference {rec['infer_queries_per_s']:.0f} queries/s{note}; peak memory "
+                f"{rec['peak_memory_bytes'] / 2**20:.0f} MiB ({self.elapsed():.0f}s)")
+
+    def report(self, name: str, rec: dict, line: str) -> None:
+        """Keep ``rec`` as ``record["shapes"][name]``, print ``line`` and any profiler table in ``rec``
+        (at its top level or one dict down)."""
+        self.record["shapes"][name] = rec
+        print(line)
+        for d in (rec, *(v for v in rec.values() if isinstance(v, dict))):
+            if "profile_top_ops" in d:
+                print(d["profile_top_ops"])
+
+    def write(self) -> Path:
+        """Write ``record`` (``common.bench.write_bench``) and print where."""
+        path = write_bench(self.project, self.record, self.args.runs_root)
+        print(f"written {path}")
+        return path
 
 
 def _timed(fn, repeats: int = 3) -> tuple[float, float]:

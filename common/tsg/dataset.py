@@ -1,4 +1,5 @@
-"""A map-style dataset of (video clips, query words, normalised moment) for every TSG project."""
+"""A map-style dataset of (video clips, query words, normalised moment) for every TSG project, and
+its glance view for one-shot (glance) supervision."""
 
 from __future__ import annotations
 
@@ -70,6 +71,41 @@ class TSGDataset(Dataset):
             "query_id": torch.tensor(q.query_id, dtype=torch.long),
             "vid": q.vid,
         }
+
+
+def check_glances(ann: Annotations) -> None:
+    """Every query of ``ann`` (a training split read for one-shot supervision) must carry its glance;
+    one :class:`~common.data.DataFormatError` naming the file and the first ten records without one."""
+    missing = [q for q in ann.queries if q.glance is None]
+    if missing:
+        where = ", ".join(f"record {q.query_id} ({q.vid})" for q in missing[:10])
+        raise DataFormatError(
+            f"{ann.path}: {len(missing)} of {len(ann.queries)} training record(s) have no glance (one-shot training "
+            f"needs ViGA's glance format 'vid start end##glance##sentence', or 'glance' in the JSON): {where}"
+            + (" ..." if len(missing) > 10 else ""))
+
+
+class GlanceView(Dataset):
+    """The items of a :class:`TSGDataset` without the moment, for glance (one-shot) supervision as
+    in ViGA: ``start`` and ``end`` are removed, ``glance`` (fraction of the duration) stays, so a
+    training loop fed from it cannot read a train moment. Refuses a dataset whose queries lack a
+    glance (:func:`check_glances`)."""
+
+    HIDDEN = ("start", "end")
+
+    def __init__(self, base: TSGDataset):
+        check_glances(base.annotations)
+        self.base = base
+        self.queries = base.queries
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.base[i]
+        for k in self.HIDDEN:
+            del item[k]
+        return item
 
 
 def collate_tsg(items: list[dict]) -> dict:

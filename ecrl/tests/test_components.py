@@ -60,6 +60,18 @@ def test_model_shapes_padding_and_decode():
     assert torch.allclose(out["start"][2], out2["start"][2], atol=1e-5)
 
 
+def test_synthetic_model_keeps_its_checkpoint_layout():
+    """Parameter count and the head's state_dict keys of configs/synthetic.yaml's model as written by
+    the checkpoints before the head moved to common.tsg.heads (old checkpoints must still load)."""
+    from common.cli import default_config
+    from ecrl.config import RULES
+
+    m = build_model(load_config(default_config("ecrl"), [], DEFAULTS, RULES), 100, 64)
+    assert sum(p.numel() for p in m.parameters()) == 175_851
+    assert [k for k in m.state_dict() if ".head." in k] == [
+        "net.head.conv.0.weight", "net.head.conv.0.bias", "net.head.out.weight", "net.head.out.bias"]
+
+
 def test_frozen_glove_rows():
     emb = np.arange(30 * 12, dtype=np.float32).reshape(30, 12)
     net = ECRLNet(vocab_size=30, word_dim=12, feat_dim=8, d=16, heads=2, embeddings=emb)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from common.config import ConfigError, load_config
+from common.tsg.decode import clip_spans, decode_regression
 from mgslnet.config import DEFAULTS, RULES
 from mgslnet.gcn import CrossModalGCN, edge_mask
-from mgslnet.head import clip_spans, decode_regression
 from mgslnet.hetero import HeteroAttention
 from mgslnet.losses import Objective, align_loss, moment_clips, regression_losses
 from mgslnet.memory import Memory, NoMemory

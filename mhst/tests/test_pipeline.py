@@ -18,6 +18,7 @@ from common.data import DataFormatError
 from common.datacheck import DataCheckError
 from common.runtime import NonFiniteLossError
 from common.testing import kill_and_resume, torchrun
+from common.tsg.dataset import check_glances
 from common.tsg.records import read_annotations
 from common.tsg.synthetic import generate
 from mhst import data as mhst_data
@@ -129,7 +130,7 @@ def test_glance_view_hides_the_moment_and_refuses_a_file_without_glances(tiny_ro
     assert "start" not in item and "end" not in item and 0.0 <= float(item["glance"]) <= 1.0
     plain = read_annotations(tiny_root / "tsg_synthetic" / "charades_sta_train.txt", "charades")
     with pytest.raises(DataFormatError, match="have no glance"):
-        mhst_data.check_glances(plain)
+        check_glances(plain)
 
 
 def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_root, tmp_path):
@@ -229,5 +230,5 @@ def test_vigas_real_glance_file_has_a_glance_on_every_record(shared_dir):
     if not path.is_file():
         pytest.skip(f"{path} absent")
     ann = read_annotations(path, "charades", on_bad_record="skip")
-    mhst_data.check_glances(ann)
+    check_glances(ann)
     assert len(ann.queries) == 12405 and all(q.start <= q.glance <= q.end for q in ann.queries)

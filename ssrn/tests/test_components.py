@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from common.config import load_config
+from common.tsg.decode import decode_boundaries
 from ssrn.config import DEFAULTS, RULES
 from ssrn.losses import Objective, boundary_ce, grounding_loss, kl_to
-from ssrn.model import SSRN, decode, decode_on_grid
+from ssrn.model import SSRN, decode
 from ssrn.reasoning import affinity, boundary_soft_labels, propagate, soft_labels
 from ssrn.sampling import cell_edges
 
@@ -113,6 +114,18 @@ def test_query_encoder_ignores_padding(kind):
     torch.testing.assert_close(_fwd(net, bt)["start"], _fwd(net, other)["start"], rtol=0, atol=1e-5)
 
 
+def test_synthetic_model_keeps_its_checkpoint_layout():
+    """Parameter count and the head's state_dict keys of configs/synthetic.yaml's model as written by
+    the checkpoints before the head moved to common.tsg.heads (old checkpoints must still load)."""
+    from common.cli import default_config
+    from ssrn.model import build_model
+
+    m = build_model(load_config(default_config("ssrn"), [], DEFAULTS, RULES), 100, 64)
+    assert sum(p.numel() for p in m.parameters()) == 127_755
+    assert [k for k in m.state_dict() if k.startswith("head.")] == [
+        "head.conv.0.weight", "head.conv.0.bias", "head.out.weight", "head.out.bias"]
+
+
 def test_frozen_glove_rows():
     emb = np.arange(30 * 12, dtype=np.float32).reshape(30, 12)
     net = SSRN(vocab_size=30, word_dim=12, feat_dim=D, d=16, heads=2, embeddings=emb)
@@ -130,8 +143,8 @@ def test_decode_maps_spans_to_the_cells_of_the_grid():
     end = torch.full((1, 5), -20.0)
     start[0, 1], end[0, 2] = 10.0, 10.0                # best span (1, 2)
     start[0, 4] = end[0, 4] = -1e38                     # padding
-    p = decode_on_grid(start, end, mask, times, k=5, nms=0.9)[0]
     lo, hi = cell_edges(times, mask)
+    p = decode_boundaries(start, end, mask, k=5, nms=0.9, edges=(lo, hi))[0]
     np.testing.assert_allclose(p[0], [lo[0, 1], hi[0, 2]])   # [0.125, 0.625]
     np.testing.assert_allclose(p[0], [0.125, 0.625])
     assert (p >= 0).all() and (p <= 1).all() and (p[:, 0] < p[:, 1]).all() and len(p) == 5

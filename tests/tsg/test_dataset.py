@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.data import build_loader, set_epoch
-from common.tsg.dataset import TSGDataset, collate_tsg
+from common.data import DataFormatError, build_loader, set_epoch
+from common.tsg.dataset import GlanceView, TSGDataset, check_glances, collate_tsg
 from common.tsg.features import FeatureStore, MissingVideoError
 from common.tsg.records import read_annotations
 from common.tsg.text import Vocab
@@ -58,3 +58,24 @@ def test_loader_with_two_workers_matches_in_process(small):
         set_epoch(loader, 1)
         out[w] = [(b["vid"][0], b["video"].sum().item()) for b in loader]
     assert out[0] == out[2] and sorted(v for v, _ in out[0]) == ["A", "B"]
+
+
+def test_glance_view_hides_the_moment_keeps_the_glance_and_refuses_records_without_one(small, tmp_path):
+    ann, fs, vocab = small
+    ds = TSGDataset(ann, fs, vocab, num_clips=4, max_words=4)
+    view = GlanceView(ds)
+    assert len(view) == 2 and view.queries is ds.queries
+    a, b = view[0], view[1]
+    assert "start" not in a and "end" not in b
+    assert set(a) == set(ds[0]) - {"start", "end"}
+    assert (a["glance"].item(), b["glance"].item()) == pytest.approx((0.25, 0.5))   # 2.5 s of 10, 2.0 s of 4
+    assert torch.equal(a["video"], ds[0]["video"]) and torch.equal(b["words"], ds[1]["words"])
+    assert "start" in ds[0]                                                          # the base dataset is untouched
+    (tmp_path / "plain.txt").write_text("A 2.0 5.0##a person opens a door.\nB 1.0 4.0##2.0##someone sits down.\n"
+                                        "A 0.0 1.0##a person sits.\n")
+    plain = read_annotations(tmp_path / "plain.txt")
+    with pytest.raises(DataFormatError, match=r"plain\.txt: 2 of 3 training record\(s\) have no glance.*"
+                                              r"record 0 \(A\), record 2 \(A\)$"):
+        check_glances(plain)
+    with pytest.raises(DataFormatError, match="have no glance"):
+        GlanceView(TSGDataset(plain, fs, vocab, num_clips=4, max_words=4))

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from common.tsg.decode import decode_boundaries, decode_windows, span_scores, to_seconds, window_spans
+from common.tsg.decode import (
+    clip_spans,
+    decode_boundaries,
+    decode_regression,
+    decode_windows,
+    span_scores,
+    to_seconds,
+    window_spans,
+)
 from common.tsg.evaluate import iou
 
 
@@ -73,3 +81,32 @@ def test_decode_windows_respects_padding_and_to_seconds():
     np.testing.assert_allclose(b, [[0.5, 0.75]])  # width round(0.34*4) = 1; the tie goes to the earlier clip
     secs = to_seconds([a, b], torch.tensor([30.0, 10.0]))
     np.testing.assert_allclose(secs[0], [[10.0, 20.0]]) and np.testing.assert_allclose(secs[1], [[5.0, 10.0]])
+
+
+def test_decode_boundaries_on_a_non_uniform_grid_uses_the_cells_and_never_a_padding_clip():
+    # 4 valid clips whose cells are [0, .1], [.1, .3], [.3, .7], [.7, 1] and one padding clip
+    lo = np.array([[0.0, 0.1, 0.3, 0.7, 1.0]])
+    hi = np.array([[0.1, 0.3, 0.7, 1.0, 1.0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    start = torch.tensor([[-9.0, 4.0, -1.0, -9.0, -1e38]])     # padding: finfo.min / 4 as the heads write it
+    end = torch.tensor([[-9.0, -9.0, 4.0, 0.0, -1e38]])
+    top = decode_boundaries(start, end, mask, k=3, nms=1.0, edges=(lo, hi))[0]
+    np.testing.assert_allclose(top, [[0.1, 0.7], [0.1, 1.0], [0.3, 0.7]])   # spans (1,2), (1,3), (2,2)
+    every = decode_boundaries(start, end, mask, k=20, nms=1.0, edges=(lo, hi))[0]
+    assert len(every) == 10                                      # the 4 * 5 / 2 spans of the valid clips only
+    uniform = decode_boundaries(start, end, mask, k=1, nms=1.0)[0]
+    np.testing.assert_allclose(uniform, [[0.25, 0.75]])          # without edges: clips 1..2 of 4
+
+
+def test_decode_regression_exact_spans_ranking_nms_and_padding():
+    mask = torch.tensor([[True, True, True, True, False]])      # centres 0.125, 0.375, 0.625, 0.875
+    dist = torch.tensor([[[0.125, 0.375], [0.125, 0.125], [0.0, 0.0], [0.5, 0.5], [0.0, 0.0]]])
+    conf = torch.tensor([[1.0, 3.0, 2.0, 0.0, 9.0]])             # the padding clip's confidence is ignored
+    np.testing.assert_allclose(clip_spans(dist, mask)[0, :4].numpy(),
+                               [[0.0, 0.5], [0.25, 0.5], [0.625, 0.625], [0.375, 1.375]])
+    assert torch.isnan(clip_spans(dist, mask)[0, 4]).all()
+    out = decode_regression(conf, dist, mask, k=5, nms=1.0, min_len=0.01)[0]
+    # ranked by confidence; a zero-length span widened to min_len around its centre; clipped to [0, 1]
+    np.testing.assert_allclose(out, [[0.25, 0.5], [0.62, 0.63], [0.0, 0.5], [0.375, 1.0]], atol=1e-12)
+    out = decode_regression(conf, dist, mask, k=5, nms=0.4, min_len=0.01)[0]   # IoU([.25,.5], [0,.5]) = 0.5 > 0.4: dropped
+    np.testing.assert_allclose(out, [[0.25, 0.5], [0.62, 0.63], [0.375, 1.0]], atol=1e-12)
