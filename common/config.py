@@ -23,7 +23,6 @@ Values given with ``--set`` are parsed as YAML scalars/flow collections, so ``--
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -102,9 +101,6 @@ Rule = tuple | Range
 
 def _allows_null(rule) -> bool:
     return rule.null if isinstance(rule, Range) else (rule is not None and any(c is None for c in rule))
-
-
-_log = logging.getLogger("common.config")
 
 
 class Config(dict):
@@ -191,12 +187,7 @@ def _merge(base: dict, upd: Mapping, *, schema: Mapping | None, where: str, root
            sources: dict[str, str] | None = None, prefix: str = "", rules: Mapping | None = None) -> None:
     """Merge ``upd`` into ``base`` in place. With a ``schema`` (the defaults node matching
     ``base``), unknown keys, type changes and null where neither the default nor ``rules`` allow
-    it are errors; without one (``base:`` includes) anything goes.
-
-    TEMPORARY (until every project passes RULES): ``rules=None`` marks a caller of the first API,
-    for which a null where the default is not null is still accepted, with a warning. The last
-    one that needs it: migperf (``spec.load_spec`` passes no RULES and ``configs/smoke.yaml`` sets
-    ``defaults.stop.percentile: null`` over 99.0); remove this once migperf declares RULES."""
+    it are errors; without one (``base:`` includes) anything goes."""
     for k, v in upd.items():
         key = f"{prefix}{k}"
         if schema is not None and k not in schema:
@@ -218,11 +209,8 @@ def _merge(base: dict, upd: Mapping, *, schema: Mapping | None, where: str, root
         if isinstance(ref, dict) and ref:
             if schema is not None or v is not None:
                 raise ConfigError(f"{where}: {key!r} is a section (keys {sorted(ref)}), got {v!r}")
-        elif v is None and schema is not None and ref is not None and (rules is None or _allows_null(rules.get(key))):
-            if rules is None:
-                _log.warning("%s: %r is null but its default is %r: accepted for now; this becomes an error once "
-                             "the project declares RULES (allow it there with Range(..., null=True) or None "
-                             "among the choices)", where, key, ref)
+        elif v is None and schema is not None and ref is not None and _allows_null((rules or {}).get(key)):
+            pass  # RULES allow null here (Range(..., null=True) or None among the choices)
         elif schema is not None and not _type_ok(ref, v):
             if v is None:
                 raise ConfigError(f"{where}: {key!r} does not accept null (its default is {ref!r}, "

@@ -18,6 +18,8 @@ and any cell field of ``DEFAULTS["defaults"]``.
 
 from __future__ import annotations
 
+from common.config import Range
+
 CELL_DEFAULTS = {
     "warmup_iters": 5,           # RECONSTRUCTED: enough for cuDNN autotune + allocator warm-up at the paper's batch sizes
     "sample_interval_s": 0.1,    # NVML sampler period; 100 ms is also GPM's minimum interval (NVML reference)
@@ -84,6 +86,10 @@ DEFAULTS = {
     "defaults": CELL_DEFAULTS,   # cell fields for every experiment
     "experiments": [],           # the matrix (see the module docstring)
 }
+
+# checked by common.config when a spec is loaded (migperf.spec.load_spec); null means "no tail
+# percentile" for a stop rule (configs/smoke.yaml: too few iterations for one)
+RULES = {"defaults.stop.percentile": Range(0, 100, open_min=True, open_max=True, null=True)}
 
 # choices checked by migperf.spec before anything runs (named CHOICES, not RULES: "open_loop.rules"
 # is not a DEFAULTS key, so common.config could not check it)

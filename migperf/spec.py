@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 
 from common.config import ConfigError, load_config
-from migperf.config import CELL_DEFAULTS, CHOICES, DEFAULTS, OPEN_LOOP
+from migperf.config import CELL_DEFAULTS, CHOICES, DEFAULTS, OPEN_LOOP, RULES
 from migperf.measure import StopRule
 from migperf.workloads import MODELS, is_nlp
 
@@ -140,7 +140,7 @@ def load_spec(path: str | Path, overrides=()) -> dict:
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
     try:
-        data = load_config(path, overrides, DEFAULTS).to_dict()
+        data = load_config(path, overrides, DEFAULTS, RULES).to_dict()
     except ConfigError as e:
         raise SpecError(str(e)) from None
     return validate_spec(data, str(path))

@@ -189,13 +189,12 @@ def test_rules_can_allow_null_for_a_numeric_default():
         load_config(None, ["train.warmup=2"], RULED, rules)
 
 
-def test_first_api_callers_without_rules_still_get_null_with_a_warning(caplog):
-    """TEMPORARY shim (until every project declares RULES): without rules, null is accepted and warned."""
-    with caplog.at_level("WARNING", logger="common.config"):
-        cfg = load_config(None, ["train.epochs=null"], RULED)
-    assert cfg.train.epochs is None and "becomes an error once the project declares RULES" in caplog.text
-    with pytest.raises(ConfigError, match="does not accept null"):
-        load_config(None, ["train.epochs=null"], RULED, {})
+def test_null_over_a_non_null_default_needs_rules_that_allow_it():
+    """No RULES (or RULES silent on the key): null where the default is a number is an error."""
+    for rules in (None, {}):
+        with pytest.raises(ConfigError, match="does not accept null"):
+            load_config(None, ["train.epochs=null"], RULED, rules)
+    assert load_config(None, ["train.epochs=null"], RULED, {"train.epochs": Range(min=1, null=True)}).train.epochs is None
 
 
 def test_only_true_and_false_are_booleans(tmp_path):
