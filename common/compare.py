@@ -75,9 +75,12 @@ def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None,
     if runs is None:
         runs = runs_root() if root == REPO_ROOT else root / "runs"
     pats = [c.strip() for c in configs.split(",") if c.strip()] if configs else None
+    claim_root = Path(runs) / project / "claim"   # claim testbeds have their own table (<p>.claim)
     for r in find_results(project, runs):
         if pats and not any(fnmatch.fnmatchcase(r["config"], p) for p in pats):
             continue
+        if Path(r["_path"]).is_relative_to(claim_root):
+            continue  # many variants share one config name there: pooling them would mix methods
         groups[(r["dataset"], r["split"], r["config"])].append(r)
     groups = {k: _latest_per_seed(v) for k, v in groups.items()}
 

@@ -56,6 +56,14 @@ def test_project_rows_statuses(tmp_path):
     assert len(blocks) == 1 and "| R1@0.5 | 70.00 ± 0.00 (n=1) | 10.00 ± 0.00 (n=1) |" in blocks[0]
     text = render_project("demo", root, runs)
     assert text.startswith("## demo") and "Table 1" in text
+    # claim-testbed runs (runs/<p>/claim/<variant>/s<seed>) share one config across variants:
+    # they have their own table (common.claim) and never enter this one
+    for seed, (variant, v) in enumerate((("full", 90.0), ("no_part", 10.0)), start=1):
+        d = runs / "demo" / "claim" / variant / f"s{seed}"
+        d.mkdir(parents=True)
+        write_results(d, project="demo", config="synthetic", dataset="synthetic", split="test", seed=seed,
+                      metrics={"R1@0.5": v}, wall_time_s=1.0)
+    assert project_rows("demo", root, runs) == (rows, blocks)
 
 
 def test_latest_result_per_seed_wins(tmp_path):
