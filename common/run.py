@@ -891,7 +891,7 @@ def start_eval(project: str, args: argparse.Namespace, defaults: Mapping, rules:
         raise RunError(f"{ckpt} holds no config and has no run record: evaluate it through its run directory "
                        f"(--run-dir) or a checkpoint written by training")
     cfg = resolve_onto(saved, where, args.overrides, defaults, rules)
-    changed = diff_configs(resolve_onto(saved, where, (), defaults).to_dict(), cfg.to_dict())
+    changed = diff_configs(resolve_onto(saved, where, (), defaults, rules).to_dict(), cfg.to_dict())
     seed = _checkpoint_seed(state, run_dir)
     seed = int(args.seed) if seed is None else seed
     seed_everything(seed)

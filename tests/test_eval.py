@@ -59,6 +59,16 @@ def test_eval_set_is_validated(tmp_path):
         start_eval("demo", _eval(tmp_path, "--set", "eval.kk=1"), DEFAULTS, RULES)
 
 
+def test_a_null_the_rules_allow_survives_the_trip_through_the_checkpoint(tmp_path, monkeypatch):
+    # eval re-resolves the checkpoint's config onto today's schema: with the project's RULES, or a
+    # null that RULES allow (Range(..., null=True)) would be refused at eval time
+    rules = {**RULES, "eval.k": Range(min=1, null=True)}
+    monkeypatch.setitem(globals(), "RULES", rules)   # _train loads the config with these RULES
+    _train(tmp_path, "eval.k=null")
+    ev = start_eval("demo", _eval(tmp_path, "--set", "eval.k=null"), DEFAULTS, rules)
+    assert ev.cfg.eval.k is None and ev.eval_changed == {}
+
+
 def test_latest_run_prefers_the_one_trained_with_the_same_overrides(tmp_path):
     snow = _train(tmp_path, "attack.trigger=snow")
     time.sleep(1.1)
