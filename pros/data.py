@@ -722,7 +722,7 @@ def generate(cfg, root: str | Path | None = None, force: bool = False) -> Path:
     log.info("rendering %d images with %d process(es) into %s", len(jobs), s.workers, out)
     results = _render_all(jobs, int(s.workers))
     by_kind: dict[str, list] = {k: [] for k in counts}
-    for (_, k, i, _), res in zip(jobs, results):
+    for (_, k, _, _), res in zip(jobs, results):
         by_kind[k].append(res)
     import shutil
 
@@ -743,7 +743,7 @@ def generate(cfg, root: str | Path | None = None, force: bool = False) -> Path:
     with open(out / "pool_truth.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "kind", "size", "yaw", "pitch", "x0", "y0", "x1", "y1", "face_area", "dup_of"])
-        for name, k, i, size, m in rows:
+        for name, k, _, size, m in rows:
             box = m.get("box", [""] * 4)
             dup = face_file[m["dup_of"]] if m.get("dup_of", -1) >= 0 else ""
             w.writerow([name, k, size, _fmt(m.get("yaw")), _fmt(m.get("pitch")), *[_fmt(b) for b in box],

@@ -112,10 +112,12 @@ def head_loss(task: str, pred: torch.Tensor, y: torch.Tensor, ocular=None) -> to
     return ((pred - y).norm(dim=-1).mean(-1) / d).mean()
 
 
-def _head(ts: TaskSet, feats: dict[str, torch.Tensor], patch: int) -> TaskHead:
+def _head(ts: TaskSet, feats: dict[str, torch.Tensor], patch: int, targets=None) -> TaskHead:
     key = "patches" if ts.task == "landmarks" else "cls"
     head = TaskHead(ts.task, feats[key].shape[-1], n_outputs(ts), patch)
     head.set_stats(feats[key])
+    head.start_at_prior(ts.targets if targets is None else targets,
+                        tuple(feats["patches"].shape[1:3]) if ts.task == "landmarks" else None)
     return head
 
 
@@ -126,7 +128,7 @@ def _fit_head(ts: TaskSet, feats: dict[str, torch.Tensor], idx: np.ndarray, wd: 
     torch.manual_seed(seed)
     key = "patches" if ts.task == "landmarks" else "cls"
     x = feats[key][idx]
-    head = _head(ts, {key: x}, patch)
+    head = _head(ts, {key: x}, patch, ts.targets[idx])
     z = (x - head.mean) / head.std
     y = torch.as_tensor(ts.targets[idx])
     inner = head.head

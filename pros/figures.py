@@ -41,19 +41,39 @@ def prototype_grid(cfg, model, images: np.ndarray, out: Path, device, n_proto: i
     p = torch.cat(probs)
     counts = torch.bincount(p.argmax(1), minlength=p.shape[1])
     top = counts.argsort(descending=True)[:n_proto]
-    fig, axes = plt.subplots(len(top), n_img, figsize=(n_img * 1.1, len(top) * 1.2), squeeze=False)
-    for r, k in enumerate(top.tolist()):
-        best = p[:, k].argsort(descending=True)[:n_img]
-        for c, j in enumerate(best.tolist()):
-            axes[r, c].imshow(images[j])
-            axes[r, c].axis("off")
-        axes[r, 0].set_title(f"prototype {k}: argmax of {int(counts[k])}", fontsize=6, loc="left")
+    rows = [[images[j] for j in p[:, k].argsort(descending=True)[:n_img].tolist()] for k in top.tolist()]
+    fig, ax = plt.subplots(figsize=(n_img * 1.0 + 1.6, len(top) * 1.0 + 0.6))
+    ax.imshow(mosaic(rows))
+    s = images.shape[1] + 2
+    ax.set_yticks([(r + 0.5) * s for r in range(len(top))])
+    ax.set_yticklabels([f"#{k} ({int(counts[k])})" for k in top.tolist()], fontsize=6)
+    ax.set_xticks([])
     h = float(entropy(p.mean(0, keepdim=True))[0])
-    fig.suptitle(f"top images of the {len(top)} most used prototypes ({int((counts > 0).sum())}/{p.shape[1]} used; "
-                 f"entropy of the mean target {h:.2f} of ln K = {np.log(p.shape[1]):.2f})", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    ax.set_title(f"top images of the {len(top)} most used prototypes (teacher argmax counts in brackets)\n"
+                 f"{int((counts > 0).sum())}/{p.shape[1]} used; entropy of the mean target {h:.2f} of "
+                 f"ln K = {np.log(p.shape[1]):.2f}", fontsize=7)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def mosaic(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """A grid of equally sized (S, S, 3) uint8 or (S, S) float images as one RGB float array
+    (white padding): one imshow instead of one axis per image."""
+    s = rows[0][0].shape[0]
+    n_col = max(len(r) for r in rows)
+    out = np.ones((len(rows) * (s + pad), n_col * (s + pad), 3))
+    for i, r in enumerate(rows):
+        for j, im in enumerate(r):
+            im = np.asarray(im, dtype=np.float64)
+            if im.ndim == 2:
+                import matplotlib
+
+                lo, hi = im.min(), im.max()
+                im = matplotlib.colormaps["inferno"]((im - lo) / max(hi - lo, 1e-12))[..., :3]
+            elif im.max() > 1.0:
+                im = im / 255.0
+            out[i * (s + pad):i * (s + pad) + s, j * (s + pad):j * (s + pad) + s] = im
+    return out
 
 
 @torch.no_grad()
@@ -65,30 +85,31 @@ def attention_maps(backbones: dict, images: np.ndarray, out: Path, device) -> No
     names = [n for n in ("pros", "random_init") if n in backbones]
     maps = {n: cls_attention(backbones[n], to_input(images, device)).float().cpu() for n in names}
     heads = maps[names[0]].shape[1]
-    cols = 2 + heads
-    fig, axes = plt.subplots(len(images) * len(names), cols, figsize=(cols * 1.2, len(images) * len(names) * 1.25),
-                             squeeze=False)
     s = images.shape[1]
+    rows, labels = [], []
     for i in range(len(images)):
-        for j, n in enumerate(names):
-            row = axes[i * len(names) + j]
+        for n in names:
             a = maps[n][i]
-            mean = torch.nn.functional.interpolate(a.mean(0)[None, None], size=(s, s), mode="nearest")[0, 0]
-            row[0].imshow(images[i])
-            row[0].set_title(n if i == 0 else "", fontsize=6, loc="left")
-            row[1].imshow(images[i])
-            row[1].imshow(mean, alpha=0.6, cmap="inferno")
-            for h in range(heads):
-                row[2 + h].imshow(a[h], cmap="inferno")
-            for ax in row:
-                ax.axis("off")
-    axes[0, 1].set_title("mean over heads", fontsize=6)
-    for h in range(heads):
-        axes[0, 2 + h].set_title(f"head {h}", fontsize=6)
-    fig.suptitle("last-block CLS attention (teacher) beside the random initialisation", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+            up = torch.nn.functional.interpolate(a[None], size=(s, s), mode="nearest")[0].numpy()   # (heads, s, s)
+            mean = up.mean(0)
+            over = 0.4 * images[i] / 255.0 + 0.6 * matplotlib_cmap((mean - mean.min()) / max(np.ptp(mean), 1e-12))
+            rows.append([images[i], over] + [up[h] for h in range(heads)])
+            labels.append(n)
+    fig, ax = plt.subplots(figsize=(1.0 * (2 + heads) + 1.2, 1.0 * len(rows) + 0.6))
+    ax.imshow(mosaic(rows))
+    ax.set_yticks([(r + 0.5) * (s + 2) for r in range(len(rows))])
+    ax.set_yticklabels(labels, fontsize=6)
+    ax.set_xticks([(c + 0.5) * (s + 2) for c in range(2 + heads)])
+    ax.set_xticklabels(["image", "mean"] + [f"head {h}" for h in range(heads)], fontsize=6)
+    ax.set_title("last-block CLS attention of the ProS teacher beside the random initialisation", fontsize=8)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def matplotlib_cmap(x: np.ndarray) -> np.ndarray:
+    import matplotlib
+
+    return matplotlib.colormaps["inferno"](x)[..., :3]
 
 
 def landmark_panel(test, preds: dict, out: Path, title: str, n: int = 8) -> None:
@@ -107,7 +128,7 @@ def landmark_panel(test, preds: dict, out: Path, title: str, n: int = 8) -> None
             ax.axis("off")
         axes[r, 0].set_title(name, fontsize=7, loc="left")
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.25)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 

@@ -20,7 +20,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 

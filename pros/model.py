@@ -311,6 +311,29 @@ class TaskHead(nn.Module):
         self.mean.copy_(flat.mean(0))
         self.std.copy_(flat.std(0).clamp(min=1e-4))
 
+    @torch.no_grad()
+    def start_at_prior(self, targets, grid: tuple[int, int] | None = None) -> None:
+        """Initialise the head's output at the training set's prior (RECONSTRUCTED, a standard
+        probe initialisation): attribute logits at log(p / (1 - p)), expression logits at the log
+        class frequencies, landmarks at the mean shape (the offset bias, since the zero-initialised
+        token softmax starts at the grid centre). A head then starts at the `prior` baseline and
+        has to learn from the features to move away from it."""
+        y = torch.as_tensor(targets).float()
+        if self.task != "landmarks":
+            nn.init.zeros_(self.head.weight)
+        if self.task == "attributes":
+            p = y.mean(0).clamp(1e-3, 1 - 1e-3)
+            self.head.bias.copy_(torch.log(p / (1 - p)))
+        elif self.task == "expression":
+            freq = torch.bincount(y.long(), minlength=self.head.out_features).float() + 1.0
+            self.head.bias.copy_(torch.log(freq / freq.sum()))
+        else:
+            h, w = grid
+            centre = torch.tensor([w / 2.0, h / 2.0])
+            off = (y.mean(0) / self.head.patch - centre)               # (L, 2) in patch units
+            bias = self.head.proj.bias.view(self.head.n, 3)
+            bias[:, 1:] = off
+
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         key = "patches" if self.task == "landmarks" else "cls"
         return self.head((tokens[key] - self.mean) / self.std)
