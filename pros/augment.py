@@ -151,7 +151,7 @@ class MultiCrop:
         v = resized_crop(x, size, tuple(scale), c.flip, g)
         v = colour_jitter(v, tuple(c.jitter), c.jitter_p, g)
         v = random_grey(v, c.gray_p, g)
-        k = size / 224.0
+        k = size / 224.0                   # RECONSTRUCTED: blur sigma scaled with the crop size
         v = random_blur(v, blur_p, (c.blur_sigma[0] * k, c.blur_sigma[1] * k), g)
         return normalize(v)
 

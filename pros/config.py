@@ -11,7 +11,7 @@ from common.config import Range
 DEFAULTS = {
     "data": {
         # --- pretraining pool (unlabelled images) ---
-        "pretrain": "face_pool",              # image folder (under the data root, or absolute; read recursively): any folder of images (abstract: "a large pool of unlabeled face images"; faces.md: LAION-Face)
+        "pretrain": "face_pool",              # image folder (under the data root, or absolute; read recursively): any folder of images (abstract: "a large pool of unlabeled face images"; e.g. LAION-Face, FaRL arXiv 2112.03109)
         "pretrain_size": None,                # use the first N images of the (sorted) pool only; null: all
         "curation": True,                     # pretrain on the crops pros.curate kept (true) or on the raw pool folder (false: the no-curation ablation)
         "curated": "face_pool_curated/curated.csv",  # keep-list written by `python -m pros.curate` (its crops beside it)
@@ -45,7 +45,7 @@ DEFAULTS = {
         "yaw": 60.0,                          # |yaw| bound of labelled images and pool faces (degrees)
         "workers": 2,                         # processes rendering in parallel
     },
-    "curate": {                               # RECONSTRUCTED: the abstract's "face-aware retrieval system"; design after faces.md §1.4 (detector, area, crop, retrieval, dedup)
+    "curate": {                               # RECONSTRUCTED: the abstract's "face-aware retrieval system"; detector + area + crop (LAION-Face's face filter, FaRL arXiv 2112.03109), retrieval by seed images and dedup (DINOv2 arXiv 2304.07193 §3)
         "min_prob": 0.9,                      # MTCNN face probability to keep an image (RetinaFace-style score >= 0.9, LAION-Face practice)
         "min_area": 0.02,                     # largest face box / image area
         "min_side": 20,                       # largest face box side in pixels (MTCNN's min_face_size)
@@ -61,7 +61,7 @@ DEFAULTS = {
         "batch": 64,                          # images per MTCNN / encoder batch
     },
     "model": {
-        "arch": "vit_small_patch16_224",      # timm model name; ViT-S/16 is DINO's default (faces.md §1.4: ViT-B/16 or S/16)
+        "arch": "vit_small_patch16_224",      # timm model name; ViT-S/16 is DINO's default; the abstract names ViTs without a size
         "img_size": None,                     # null: the arch's; a number overrides (the embedded set uses 64)
         "patch": None,                        # null: the arch's patch size
         "dim": None,                          # null: the arch's embedding width
@@ -75,7 +75,7 @@ DEFAULTS = {
         "layers": 3,                          # projection MLP layers (DINO: 3)
         "hidden": 2048,                       # DINO: 2048
         "bottleneck": 256,                    # DINO: 256 (z lives here, L2-normalised)
-        "prototypes": 8192,                   # K. RECONSTRUCTED: iBOT's 8192 (DINO: 65536) for a face-only pool (faces.md §1.4)
+        "prototypes": 8192,                   # K. RECONSTRUCTED: iBOT's 8192 (DINO: 65536) for a face-only pool (iBOT, arXiv 2111.07832)
         "norm_last_layer": True,              # dino head: fix the last layer's norm to 1 (DINO default True); prototypes are always unit rows
     },
     "loss": {
@@ -99,7 +99,7 @@ DEFAULTS = {
         "n_local": 8,                         # DINO: 8 local views (student only)
         "global_size": 224,                   # DINO
         "local_size": 96,                     # DINO
-        "global_scale": [0.4, 1.0],           # DINO; faces.md: keep >= 0.3-0.4 so a global view holds most of the face
+        "global_scale": [0.4, 1.0],           # DINO; RECONSTRUCTED: kept >= 0.4 so a global view holds most of the face
         "local_scale": [0.05, 0.4],           # DINO
         "flip": 0.5,                          # horizontal flip probability (DINO)
         "jitter": [0.4, 0.4, 0.2, 0.1],       # brightness, contrast, saturation, hue (DINO)
@@ -121,7 +121,7 @@ DEFAULTS = {
         "keep_every": 0,                      # also keep checkpoints/epoch<N>.pt every N epochs (learning curves); 0: last.pt only
         "poison_grad_step": -1,               # test hook: put a NaN in one gradient at this step (the NaN guard must stop it)
     },
-    "downstream": {                           # RECONSTRUCTED: "fine-tuning with additional layers" (abstract); heads after faces.md §1.4
+    "downstream": {                           # RECONSTRUCTED: "fine-tuning with additional layers" (abstract); linear / full fine-tuning as in FaRL (arXiv 2112.03109)
         "tasks": ["attributes", "expression", "landmarks"],   # which downstream tasks eval runs
         "protocols": ["linear", "finetune"],  # linear: frozen teacher + head; finetune: teacher + head trained end to end
         "regimes": ["full", "fewshot"],       # full: every training image; fewshot: shots per class (expression) or a fraction (others)

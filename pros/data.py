@@ -596,6 +596,7 @@ def load_downstream(cfg, root: str | Path | None, check: DataCheck, tasks: Seque
     return out
 
 
+# RECONSTRUCTED: few-shot = k images per expression class, a fraction of the others (the paper's protocol is not public)
 def fewshot_indices(ts: TaskSet, cfg, seed: int) -> np.ndarray:
     """The few-shot subset of a training split, fixed per (seed, task): ``downstream.shots``
     images per class for expression, ``downstream.fraction`` of the images (at least 2) for
@@ -693,6 +694,7 @@ def synthetic_manifest(cfg) -> dict:
     return {"version": SYNTHETIC_VERSION, **{k: v for k, v in cfg.synthetic.items() if k not in ("root", "workers")}}
 
 
+# DEVIATION: an embedded rendered face world (common.faces) stands in for LAION-Face, CelebA, RAF-DB and 300W
 def generate(cfg, root: str | Path | None = None, force: bool = False) -> Path:
     """Write the embedded face world under ``<data root>/<synthetic.root>`` (skipped when its
     manifest matches, unless ``force``):

@@ -148,6 +148,7 @@ def _predict(head: TaskHead, feats: dict[str, torch.Tensor], batch: int = 512) -
     return torch.cat([head({k: v[i:i + batch] for k, v in feats.items()}) for i in range(0, n, batch)]).numpy()
 
 
+# RECONSTRUCTED: the linear protocol (frozen teacher, weight decay picked on a 20% split)
 def linear_probe(train: TaskSet, test: TaskSet, f_train: dict, f_test: dict, cfg, seed: int, patch: int
                  ) -> tuple[float, np.ndarray, TaskHead]:
     """The linear protocol on cached features: the weight decay of ``downstream.linear_wd`` that
@@ -176,6 +177,7 @@ def linear_probe(train: TaskSet, test: TaskSet, f_train: dict, f_test: dict, cfg
 # --------------------------------------------------------------------------- fine-tuning
 
 
+# RECONSTRUCTED: fine-tuning with layer-wise lr decay (BEiT/MAE); the paper's recipe is not public
 def _layer_groups(backbone: nn.Module, head: nn.Module, lr: float, decay: float, wd: float) -> list[dict]:
     """AdamW groups with layer-wise lr decay (BEiT/MAE fine-tuning): block i of L gets
     lr * decay^(L - i); embeddings decay^(L + 1); the head the full lr. No wd on 1-D parameters."""

@@ -64,14 +64,13 @@ def mosaic(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
     out = np.ones((len(rows) * (s + pad), n_col * (s + pad), 3))
     for i, r in enumerate(rows):
         for j, im in enumerate(r):
-            im = np.asarray(im, dtype=np.float64)
+            scale = 255.0 if np.asarray(im).dtype == np.uint8 else 1.0
+            im = np.asarray(im, dtype=np.float64) / scale
             if im.ndim == 2:
                 import matplotlib
 
                 lo, hi = im.min(), im.max()
                 im = matplotlib.colormaps["inferno"]((im - lo) / max(hi - lo, 1e-12))[..., :3]
-            elif im.max() > 1.0:
-                im = im / 255.0
             out[i * (s + pad):i * (s + pad) + s, j * (s + pad):j * (s + pad) + s] = im
     return out
 
@@ -113,41 +112,49 @@ def matplotlib_cmap(x: np.ndarray) -> np.ndarray:
 
 
 def landmark_panel(test, preds: dict, out: Path, title: str, n: int = 8) -> None:
-    """``n`` test images x one row per prediction set: true points green, predicted red."""
+    """``n`` test images x one row per prediction set (one mosaic): true points green, predicted red."""
     plt = _plt()
     out.parent.mkdir(parents=True, exist_ok=True)
     idx = np.linspace(0, len(test) - 1, min(n, len(test))).astype(int)
     imgs = test.images[idx]
-    fig, axes = plt.subplots(len(preds), len(idx), figsize=(len(idx) * 1.3, len(preds) * 1.4), squeeze=False)
-    for r, (name, pred) in enumerate(preds.items()):
+    s, pad = imgs.shape[1], 2
+    fig, ax = plt.subplots(figsize=(len(idx) * 1.1 + 1.8, len(preds) * 1.1 + 0.6))
+    ax.imshow(mosaic([list(imgs) for _ in preds], pad), extent=(0, len(idx) * (s + pad), len(preds) * (s + pad), 0))
+    for r, pred in enumerate(preds.values()):
         for c, j in enumerate(idx):
-            ax = axes[r, c]
-            ax.imshow(imgs[c], extent=(0, imgs.shape[2], imgs.shape[1], 0))
-            ax.scatter(test.targets[j][:, 0], test.targets[j][:, 1], s=3, c="lime")
-            ax.scatter(pred[j][:, 0], pred[j][:, 1], s=3, c="red")
-            ax.axis("off")
-        axes[r, 0].set_title(name, fontsize=7, loc="left")
-    fig.suptitle(title, fontsize=8)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.25)
-    fig.savefig(out, dpi=110)
+            off = np.array([c * (s + pad), r * (s + pad)])
+            t, p = test.targets[j] + off, np.asarray(pred[j]) + off
+            ax.scatter(t[:, 0], t[:, 1], s=2, c="lime", linewidths=0)
+            ax.scatter(p[:, 0], p[:, 1], s=2, c="red", linewidths=0)
+    ax.set_xlim(0, len(idx) * (s + pad))
+    ax.set_ylim(len(preds) * (s + pad), 0)
+    ax.set_yticks([(r + 0.5) * (s + pad) for r in range(len(preds))])
+    ax.set_yticklabels(list(preds), fontsize=6)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=8)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def downstream_bars(metrics: dict, baselines: dict, out: Path) -> None:
+    """One panel per metric family (attributes, expression, landmarks): grouped bars per
+    protocol/regime, ProS beside every baseline."""
     plt = _plt()
-    keys = list(metrics)
     names = ["pros"] + list(baselines)
-    fig, axes = plt.subplots(1, len(keys), figsize=(max(6, 1.7 * len(keys)), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        vals = [metrics[k]] + [baselines[b].get(k, np.nan) for b in baselines]
-        ax.bar(range(len(names)), vals, color=["C3"] + [f"C{i}" for i in range(len(baselines))])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=70, fontsize=6)
-        ax.set_title(k.replace("_", " "), fontsize=6)
+    families = [f for f in ("attr_mean_acc", "expr_acc", "lmk_nme") if any(k.startswith(f) for k in metrics)]
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.2), squeeze=False)
+    for ax, fam in zip(axes[0], families):
+        keys = [k for k in metrics if k.startswith(fam)]
+        width = 0.8 / len(names)
+        for i, n in enumerate(names):
+            vals = [metrics[k] if n == "pros" else baselines[n].get(k, np.nan) for k in keys]
+            ax.bar(np.arange(len(keys)) + i * width, vals, width, label=n, color="C3" if n == "pros" else f"C{i - 1}")
+        ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2)
+        ax.set_xticklabels([k[len(fam) + 1:].replace("_", "\n") for k in keys], fontsize=6)
+        ax.set_title(fam + (" (lower is better)" if fam == "lmk_nme" else " (higher is better)"), fontsize=8)
         ax.tick_params(axis="y", labelsize=6)
-    fig.suptitle("downstream (NME: lower is better; accuracies: higher)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    axes[0, 0].legend(fontsize=6)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -169,8 +176,7 @@ def training_curves(metrics_file: Path, out: Path) -> None:
     for ax in axes:
         ax.set_xlabel("epoch", fontsize=7)
         ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -100,6 +100,8 @@ class Objective(nn.Module):
         _all_reduce(count)
         self.center.mul_(self.center_m).add_(total / count, alpha=1 - self.center_m)
 
+    # RECONSTRUCTED: the abstract's "prototype-based matching loss": DINO's cross-entropy over
+    # (teacher global view, other student view) pairs, on cosine scores against shared prototypes
     def forward(self, out: dict[str, torch.Tensor], step: int = 0) -> dict[str, torch.Tensor]:
         student, teacher = out["student"], out["teacher"]
         p_t = self.targets(teacher, step)

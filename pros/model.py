@@ -216,6 +216,7 @@ class ProS(nn.Module):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
+    # RECONSTRUCTED: one prototype matrix, learnt by the student, read (detached) by the teacher
     def teacher_prototypes(self) -> torch.Tensor | None:
         """What the teacher scores against: the student's prototypes, detached (ProS), or None
         (DINO head: the teacher's own EMA last layer)."""
@@ -271,6 +272,7 @@ def ema_momentum(step: int, total: int, m0: float, m1: float = 1.0) -> float:
 # --------------------------------------------------------------------------- downstream heads
 
 
+# RECONSTRUCTED: the landmark "additional layers": a soft-argmax over patch tokens + offsets
 class LandmarkHead(nn.Module):
     """Landmarks from patch tokens (RECONSTRUCTED): per token a logit and a 2-d offset per
     landmark (one linear layer); a softmax over tokens gives each landmark's expected token

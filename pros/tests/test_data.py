@@ -200,6 +200,7 @@ def test_dedup_drops_the_later_of_a_pair():
     assert dup.tolist() == [-1, 0, -1, -1]
 
 
+@pytest.mark.slow
 def test_curation_keeps_a_render_and_drops_clutter(tmp_path):
     """MTCNN + the ImageNet MobileNetV2 retrieval on real renders: the faces are kept (one of them
     as a crop), a clutter image and a featureless head are dropped with their reasons."""

@@ -37,41 +37,66 @@ def _train(root, run_dir, epochs, *extra, argv=()):
     return pros_train.main(args)
 
 
-def test_train_eval_writes_results_and_figures_and_beats_the_prior(world, tmp_path):
+def test_train_eval_writes_results_and_figures(world, tmp_path):
+    """The whole pipeline on the tiny world (fast): pretraining logs the collapse monitors, eval
+    writes every (task, protocol, regime) for ProS and every baseline, the few-shot lists and the
+    figures. Too few labelled images here to beat the priors: the slow test below does that."""
     run = tmp_path / "run"
-    assert _train(world, run, 3) == 0
+    assert _train(world, run, 2) == 0
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in recs] == [1, 2, 3]
+    assert [r["epoch"] for r in recs] == [1, 2]
     assert all(k in recs[0] for k in ("loss", "teacher_entropy", "prototypes_used", "ln_k", "collapsed"))
     assert pros_eval.main(["--data-root", str(world), "--run-dir", str(run), "--device", "cpu",
-                           *sets("downstream.protocols=[linear]", "downstream.linear_epochs=40",
-                                 "downstream.linear_wd=[0.001,0.1]", "eval.real_assets=false")]) == 0
+                           *sets("downstream.finetune_steps=2", "downstream.linear_epochs=5", "downstream.shots=2",
+                                 "downstream.linear_wd=[0.01]", "eval.real_assets=false")]) == 0
     res = json.loads((run / "results.json").read_text())
-    keys = {f"{m}_linear_{r}" for m in ("attr_mean_acc", "expr_acc", "lmk_nme") for r in ("full", "fewshot")}
+    keys = {f"{m}_{p}_{r}" for m in ("attr_mean_acc", "expr_acc", "lmk_nme") for p in ("linear", "finetune")
+            for r in ("full", "fewshot")}
     assert set(res["metrics"]) == keys
     assert set(res["baselines"]) == {"random_init", "raw_pixels", "prior"}
-    assert all(set(b) == keys for b in res["baselines"].values())
-    m, prior = res["metrics"], res["baselines"]["prior"]
-    assert m["lmk_nme_linear_full"] < prior["lmk_nme_linear_full"], (m, prior)      # NME: lower is better
-    assert m["attr_mean_acc_linear_full"] >= prior["attr_mean_acc_linear_full"], (m, prior)
+    assert set(res["baselines"]["random_init"]) == set(res["baselines"]["prior"]) == keys
+    assert set(res["baselines"]["raw_pixels"]) == {k for k in keys if "_linear_" in k}   # pixels: no fine-tuning
     for fig in ("prototypes.png", "attention.png", "landmarks.png", "downstream.png", "training.png"):
         assert (run / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
     subsets = json.loads((run / "fewshot_subsets.json").read_text())
     assert 0 < len(subsets["expression_fewshot"]) < len(subsets["expression_full"])
 
 
+@pytest.mark.slow
+def test_pretrained_teacher_beats_the_priors(tmp_path):
+    """A larger world (400 labelled training images) and 6 epochs: the linear probes of the
+    teacher beat the prior baselines on every task (measured margins in the README)."""
+    root = tmp_path / "faces"
+    world = [*TINY_WORLD, "synthetic.train=400", "synthetic.test=200", "synthetic.train_ids=100",
+             "synthetic.test_ids=50", "synthetic.pool_faces=200"]
+    pros_data.generate(cfg(*world), root)
+    run = tmp_path / "run"
+    args = ["--data-root", str(root), "--run-dir", str(run), "--no-tb", "--device", "cpu",
+            *sets(*world, *FAST, "train.epochs=6", "train.batch_size=32", "crops.n_local=2")]
+    assert pros_train.main(args) == 0
+    assert pros_eval.main(["--data-root", str(root), "--run-dir", str(run), "--device", "cpu",
+                           *sets("downstream.protocols=[linear]", "downstream.regimes=[full]",
+                                 "eval.real_assets=false", "eval.figures=false")]) == 0
+    res = json.loads((run / "results.json").read_text())
+    m, prior = res["metrics"], res["baselines"]["prior"]
+    assert m["attr_mean_acc_linear_full"] > prior["attr_mean_acc_linear_full"] + 0.02, (m, prior)
+    assert m["expr_acc_linear_full"] > prior["expr_acc_linear_full"] + 0.1, (m, prior)
+    assert m["lmk_nme_linear_full"] < prior["lmk_nme_linear_full"] - 0.05, (m, prior)
+
+
 def test_resume_after_a_stop_equals_the_uninterrupted_run(world, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    _train(world, full, 2)
-    _train(world, cut, 2, argv=["--stop-after-epoch", "1"])
+    centre = "loss.balance=centering"                  # the centre is state the checkpoint must carry
+    _train(world, full, 2, centre)
+    _train(world, cut, 2, centre, argv=["--stop-after-epoch", "1"])
     assert safe_load(cut / "checkpoints" / "last.pt")["epoch"] == 1
-    _train(world, cut, 2, argv=["--resume", str(cut / "checkpoints" / "last.pt")])
+    _train(world, cut, 2, centre, argv=["--resume", str(cut / "checkpoints" / "last.pt")])
     a, b = safe_load(full / "checkpoints" / "last.pt"), safe_load(cut / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] and a["epoch"] == b["epoch"] == 2
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for k in a["objective"]:
-        assert torch.equal(a["objective"][k], b["objective"][k]), k   # the centre (balance=centering) resumes too
+    ca, cb = a["modules"]["objective"]["center"], b["modules"]["objective"]["center"]
+    assert ca.abs().sum() > 0 and torch.equal(ca, cb)
 
     def log(d):
         return [{k: v for k, v in json.loads(x).items() if k not in ("time", "samples_per_s", "data_share")}
