@@ -110,15 +110,22 @@ def test_centering_subtracts_the_centre_and_updates_it_by_ema():
     assert not torch.equal(obj.center, before)
 
 
-def test_centering_spreads_a_teacher_that_prefers_one_prototype():
-    """A teacher that always scores prototype 0 highest: after centring, targets use more of them."""
-    g = torch.Generator().manual_seed(3)
-    t = torch.randn(1, 64, 6, generator=g) * 0.1
+@pytest.mark.parametrize("balance", ["centering", "sinkhorn"])
+def test_objective_balances_a_teacher_that_prefers_one_prototype(balance):
+    """Without balancing every target picks prototype 0; centring (after one centre update) and
+    Sinkhorn spread the batch's targets over the prototypes."""
+    g = torch.Generator().manual_seed(5)
+    t = torch.randn(1, 48, 6, generator=g) * 0.1
     t[..., 0] += 1.0
-    obj = _objective("centering", center_momentum=0.0, teacher_temp=0.1, warmup_teacher_temp=0.1)
-    raw = torch.softmax(t / 0.1, -1).argmax(-1).unique().numel()
-    obj.update_center(t)
-    assert raw == 1 and obj.targets(t, 0).argmax(-1).unique().numel() > 3
+    over = dict(teacher_temp=0.1, warmup_teacher_temp=0.1, sinkhorn_iters=3, center_momentum=0.0)
+    assert _objective("none", **over).targets(t, 0).argmax(-1).unique().numel() == 1
+    obj = _objective(balance, **over)
+    if balance == "centering":
+        obj.update_center(t)
+    p = obj.targets(t, 0)
+    assert torch.allclose(p.sum(-1), torch.ones(1, 48), atol=1e-5)
+    assert p.argmax(-1).unique().numel() >= 5
+    assert entropy(p.reshape(-1, 6).mean(0, keepdim=True))[0] > 0.9 * math.log(6)
 
 
 def test_sinkhorn_marginals():
@@ -229,6 +236,17 @@ def test_blur_grey_and_jitter_do_what_they_say():
     assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
     assert torch.equal(colour_jitter(x, (0.4, 0.4, 0.2, 0.1), 0.0, g), x)
     assert not torch.allclose(colour_jitter(x, (0.4, 0.4, 0.2, 0.1), 1.0, g), x)
+
+
+def test_multicrop_blurs_the_views_it_is_told_to():
+    """Same generator, blur probability 1 vs 0: the blurred views lose high frequencies (the
+    random draws are the same, so nothing else differs)."""
+    imgs = (torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    sharp = MultiCrop(cfg("crops.blur_p=[0.0,0.0,0.0]", "crops.jitter_p=0.0", "crops.gray_p=0.0").crops)
+    blurred = MultiCrop(cfg("crops.blur_p=[1.0,1.0,1.0]", "crops.jitter_p=0.0", "crops.gray_p=0.0").crops)
+    (a, _), _ = sharp(imgs, step_generator(0, 0, 3))
+    (b, _), _ = blurred(imgs, step_generator(0, 0, 3))
+    assert b.diff(dim=-1).abs().mean() < 0.95 * a.diff(dim=-1).abs().mean()     # sigma 0.03-0.57 px at 64 px
 
 
 def test_multicrop_is_a_function_of_seed_rank_and_step():

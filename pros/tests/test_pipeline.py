@@ -107,11 +107,10 @@ def test_resume_after_a_stop_equals_the_uninterrupted_run(world, tmp_path):
 
 def test_nan_gradient_stops_and_keeps_the_last_good_checkpoint(world, tmp_path):
     run = tmp_path / "nan"
-    with pytest.raises(NonFiniteError):
+    with pytest.raises(NonFiniteError, match="non-finite gradient at epoch 1 step 5"):   # 4 steps per epoch
         _train(world, run, 3, "train.poison_grad_step=5")
     st = safe_load(run / "checkpoints" / "last.pt")
-    steps_per_epoch = st["step"] // st["epoch"]
-    assert 5 >= st["step"] and st["epoch"] == 5 // steps_per_epoch
+    assert st["epoch"] == 1 and st["step"] == 4
     assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
 
 
