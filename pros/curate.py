@@ -332,6 +332,33 @@ def plot_curation(rows: list[dict], sc: dict, pool: Path, csv_dir: Path, out: Pa
     plt.close(fig)
 
 
+def _stamp_path(csv_path: Path) -> Path:
+    return csv_path.with_name("curated.stamp.json")
+
+
+def _stamp(cfg, root) -> dict:
+    """What a curation depends on: its settings and the pool and seed files (names, sizes, times)."""
+    r = data_root(root)
+
+    def files(folder: Path) -> list:
+        return [(str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime)) for p in list_images(folder)] \
+            if folder.is_dir() else []
+
+    return {"curate": cfg.curate.to_dict(), "pool": files(_resolve(r, cfg.data.pretrain)),
+            "seeds": files(_resolve(r, cfg.curate.seeds))}
+
+
+def stale_reason(cfg, root, out=None) -> str | None:
+    """None when ``curated.csv`` exists and its stamp matches today's settings and files."""
+    csv_path = Path(out) / "curated.csv" if out else _resolve(data_root(root), cfg.data.curated)
+    stamp = _stamp_path(csv_path)
+    if not csv_path.is_file() or not stamp.is_file():
+        return "no curated.csv yet"
+    if json.loads(stamp.read_text()) != json.loads(json.dumps(_stamp(cfg, root))):
+        return "the pool, the seed faces or the curate.* settings changed"
+    return None
+
+
 def main(argv=None) -> int:
     from common.cli import config_name
     from common.results import write_results
@@ -343,10 +370,19 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--runs-root", default=None)
     ap.add_argument("--out", default=None, help="folder for curated.csv and crops/ (default: data.curated's folder)")
+    ap.add_argument("--keep-current", action="store_true",
+                    help="do nothing when curated.csv was written from the same pool, seeds and curate.* settings")
     args, cfg = parse(ap, argv, DEFAULTS, RULES)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     t0 = time.perf_counter()
+    if args.keep_current:
+        why = stale_reason(cfg, args.data_root, args.out)
+        if why is None:
+            log.info("curated.csv is current (same pool, seeds and curate.* settings); not re-run")
+            return 0
+        log.info("curating: %s", why)
     csv_path, rows = curate(cfg, args.data_root, args.out)
+    _stamp_path(csv_path).write_text(json.dumps(_stamp(cfg, args.data_root), indent=1) + "\n")
     if cfg.curate.truth:
         root = data_root(args.data_root)
         sc = score(rows, _resolve(root, cfg.curate.truth))

@@ -134,8 +134,9 @@ def test_bad_input_fails_before_training_naming_file_and_line(world, tmp_path):
 
 
 def test_collapse_alarm_stops_a_collapsing_run(world, tmp_path):
-    """A teacher temperature equal to the student's with no balancing and a huge lr collapses; with
-    on_collapse=stop the run raises at the end of the epoch, its checkpoint kept."""
+    """The wiring of the alarm into train.py: with alarm_tol=1 every loss within ln K counts as a
+    uniform collapse, and on_collapse=stop raises at the end of the first checked epoch (the
+    alarm's own thresholds are tested on hand-made values in test_components.py)."""
     from pros.losses import CollapseError
 
     with pytest.raises(CollapseError):
