@@ -35,19 +35,27 @@ def sinkhorn(scores: torch.Tensor, temp: float, iters: int = 3) -> torch.Tensor:
     """Sinkhorn-Knopp balancing of teacher scores (N, K) (SwAV; DINOv2's ``sinkhorn_knopp_teacher``):
     Q = exp(s / temp), alternately normalised so that every prototype receives 1/K of the batch's
     mass and every sample 1/N; returns (N, K) with rows summing to 1 (a distribution per sample).
-    Under DDP the column sums cover every rank's samples."""
-    top = scores.detach().float().max()
-    if _distributed():
-        dist.all_reduce(top, op=dist.ReduceOp.MAX)                     # one shift for every rank
-    q = torch.exp((scores.float() - top) / temp).t()                   # (K, N)
-    k, n = q.shape
-    n_total = torch.tensor(float(n), device=q.device)
+    Computed in the log domain: at tau_t = 0.02 the cosine range [-1, 1] spans exp(100), which
+    underflows float32 in the linear-domain iteration. Under DDP the prototype sums cover every
+    rank's samples."""
+    log_q = (scores.detach().float() / temp).t()                          # (K, N)
+    k, n = log_q.shape
+    n_total = torch.tensor(float(n), device=log_q.device)
     _all_reduce(n_total)
-    q = q / _all_reduce(q.sum())
     for _ in range(iters):
-        q = q / _all_reduce(q.sum(1, keepdim=True)) / k                # each prototype: 1/K
-        q = q / q.sum(0, keepdim=True) / n_total                       # each sample: 1/N
-    return (q * n_total).t()
+        log_q = log_q - _logsumexp_all_ranks(log_q) - math.log(k)         # each prototype: 1/K
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - torch.log(n_total)   # each sample: 1/N
+    return torch.exp(log_q + torch.log(n_total)).t()
+
+
+def _logsumexp_all_ranks(x: torch.Tensor) -> torch.Tensor:
+    """log sum_j exp(x[:, j]) over the columns of every rank: (K, 1)."""
+    top = x.max(dim=1, keepdim=True).values
+    if _distributed():
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    total = torch.exp(x - top).sum(dim=1, keepdim=True)
+    _all_reduce(total)
+    return torch.log(total) + top
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
