@@ -151,11 +151,11 @@ def test_killed_mid_epoch_resumes_exactly(world, tmp_path, nproc):
     the metrics log equal the uninterrupted run's (2 processes: DDP over gloo)."""
     args = ["--data-root", str(world), "--no-tb", "--device", "cpu",
             *sets(*TINY_WORLD, *TINY_MODEL, *FAST, "train.epochs=3")]
-    steps = 24 // (8 * nproc)        # 24 pool faces + 14 others = 38 images: 4 steps (1 process), 2 (2 processes)
-    res = kill_and_resume("pros.train", args, kill_at_step=steps + 1, workdir=tmp_path, nproc=nproc,
+    per_epoch = 38 // (8 * nproc)    # 38 pool images (24 faces + 14 others), batch 8 per process: 4 or 2 steps
+    res = kill_and_resume("pros.train", args, kill_at_step=per_epoch + 1, workdir=tmp_path, nproc=nproc,
                           ignore_metrics=("time", "samples_per_s", "data_share"))
     print(res.summary())
-    assert res.checkpoint_epoch == 1, res.summary()
+    assert res.checkpoint_epoch == 1 and res.checkpoint_step == per_epoch, res.summary()   # killed mid-epoch 2
     assert res.identical == res.total and res.optimizer_identical == res.optimizer_total, res.summary()
     assert res.metrics_equal, res.summary()
     assert safe_load(res.resumed)["world_size"] == nproc
