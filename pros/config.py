@@ -20,7 +20,7 @@ DEFAULTS = {
         "attributes": {"format": "celeba", "root": "celeba"},      # celeba (list_attr_celeba.txt; CelebA/LFWA-style lists)
         "expression": {"format": "rafdb", "root": "rafdb"},        # rafdb (EmoLabel/list_patition_label.txt) | affectnet7 | affectnet8 (training.csv / validation.csv)
         "landmarks": {"format": "w300", "root": "300w",            # w300 (image + .pts pairs in train/ and test/) | wflw (list_98pt_rect_attr_{train,test}.txt) | celeba5 (list_landmarks_align_celeba.txt)
-                      "crop_margin": 1.25},                        # square crop around the face box (WFLW's, else the points' bounding box) x margin before resizing; null: the whole image (aligned crops)
+                      "crop_margin": 1.25},                        # square crop around the face box (WFLW's, else the points' bounding box) x margin before resizing; 0: the whole image (aligned crops). Not null: common.run.start_eval re-reads a checkpoint's config without RULES
         "downstream_size": 224,               # downstream images are resized to this square (FaRL fine-tunes at 448; 224 is the ViT's pretraining size)
         "check": "full",                      # full | fast | off: common.datacheck mode run before training
         "workers": 4,                         # DataLoader workers for decoding pool images (0: in the main process)
@@ -150,7 +150,7 @@ RULES = {
     "data.attributes.format": ("celeba",),
     "data.expression.format": ("rafdb", "affectnet7", "affectnet8"),
     "data.landmarks.format": ("w300", "wflw", "celeba5"),
-    "data.landmarks.crop_margin": Range(min=1.0, null=True),
+    "data.landmarks.crop_margin": Range(min=0.0),
     "data.pretrain_size": Range(min=1, null=True),
     "synthetic.size": Range(min=32),
     "synthetic.train": Range(min=10),

@@ -566,7 +566,7 @@ def _landmarks(cfg, root: Path, check: DataCheck) -> dict[str, TaskSet]:
         if recs and n_pts not in OCULAR:
             check.add(r, split, f"{n_pts}-point landmarks: no inter-ocular definition (known: {sorted(OCULAR)})")
         boxes = None
-        if lm.crop_margin is not None:
+        if lm.crop_margin:                           # 0: the whole image
             boxes = [square_box(box if box is not None else pts, float(lm.crop_margin)) for _, _, pts, box in recs]
         ok = not check.problems and _present(check, [(n, p) for n, p, _, _ in recs])
         pts = np.zeros((0, n_pts, 2), np.float32)
