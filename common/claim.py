@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.compare import update_readme
-from common.results import find_results, mean_std, subset_entry
-from common.run import REPO_ROOT, runs_root
+from common.results import claim_dir, find_results, mean_std, subset_entry
+from common.run import REPO_ROOT
 
 CLAIM_BEGIN, CLAIM_END = "<!-- claim:begin -->", "<!-- claim:end -->"
 
@@ -45,10 +45,6 @@ class Variant:
     config: str = "synthetic"
     overrides: tuple[str, ...] = ()
     train_args: tuple[str, ...] = ()   # extra train.py flags (rarely needed)
-
-
-def claim_dir(project: str, runs: str | Path | None = None) -> Path:
-    return runs_root(runs) / project / "claim"
 
 
 def _fmt(vals: list[float]) -> str:

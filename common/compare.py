@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from common.projects import discover
-from common.results import find_results, load_paper_yaml, mean_std, subset_entry
+from common.results import claim_dir, find_results, load_paper_yaml, mean_std, subset_entry
 from common.run import REPO_ROOT, runs_root
 
 README_BEGIN, README_END = "<!-- compare:begin -->", "<!-- compare:end -->"
@@ -75,7 +75,7 @@ def project_rows(project: str, root: Path = REPO_ROOT, runs: Path | None = None,
     if runs is None:
         runs = runs_root() if root == REPO_ROOT else root / "runs"
     pats = [c.strip() for c in configs.split(",") if c.strip()] if configs else None
-    claim_root = Path(runs) / project / "claim"   # claim testbeds have their own table (<p>.claim)
+    claim_root = claim_dir(project, runs)   # claim testbeds have their own table (<p>.claim)
     for r in find_results(project, runs):
         if pats and not any(fnmatch.fnmatchcase(r["config"], p) for p in pats):
             continue

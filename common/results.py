@@ -137,6 +137,13 @@ def load_paper_yaml(path: str | Path) -> dict:
     return data
 
 
+def claim_dir(project: str, runs: str | Path | None = None) -> Path:
+    """Where a project's claim testbed writes: ``<runs>/<project>/claim/<variant>/s<seed>``."""
+    from common.run import runs_root
+
+    return runs_root(runs) / project / "claim"
+
+
 def find_results(project: str, runs: str | Path | None = None) -> list[dict]:
     from common.run import runs_root
 
