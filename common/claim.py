@@ -65,8 +65,9 @@ def _latest_by_variant_seed(records: list[dict], root: Path) -> dict[str, dict[i
 
 
 def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence[str] | None = None,
-                runs: str | Path | None = None, title: str = "") -> str:
-    """Markdown: variants x metrics (mean ± sample std over seeds), baselines, per-subset tables."""
+                runs: str | Path | None = None, title: str = "", subsets: Sequence[str] | None = None) -> str:
+    """Markdown: variants x metrics (mean ± sample std over seeds), baselines, per-subset tables
+    (every evaluated subset, or only those named in ``subsets``, in that order)."""
     root = claim_dir(project, runs)
     recs = [r for r in find_results(project, runs) if Path(r["_path"]).is_relative_to(root)]
     by = _latest_by_variant_seed(recs, root)
@@ -92,8 +93,8 @@ def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence
     out = [title, ""] if title else []
     out += ["All test queries (mean ± sample std over seeds):", ""]
     out += table(lambda r: r["metrics"], lambda r: r.get("baselines", {}))
-    subsets = list(dict.fromkeys(n for v in present for r in by[v].values() for n in r.get("subsets", {})))
-    for n in subsets:
+    seen = list(dict.fromkeys(n for v in present for r in by[v].values() for n in r.get("subsets", {})))
+    for n in seen if subsets is None else [n for n in subsets if n in seen]:
         count = subset_entry(first["subsets"][n])[0] if n in first.get("subsets", {}) else None
         out += ["", f"Subset `{n}`" + (f" ({count} queries)" if count is not None else "") + ":", ""]
         out += table(lambda r, n=n: subset_entry(r["subsets"][n])[1] if n in r.get("subsets", {}) else None,
@@ -103,7 +104,8 @@ def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence
 
 def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str] | None = None, *,
               metrics: Sequence[str] | None = None, title: str = "", description: str = "",
-              prepare: Callable[[argparse.Namespace], None] | None = None) -> int:
+              prepare: Callable[[argparse.Namespace], None] | None = None,
+              subsets: Sequence[str] | None = None) -> int:
     """The claim-testbed command line of a project (see the module docstring).
 
     ``prepare(args)`` runs once before training (e.g. generate the testbed's data set).
@@ -142,7 +144,7 @@ def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str]
     head = title or f"{project} claim testbed"
     if not args.table_only:
         head += f" ({len(args.variants)} variants x {len(args.seeds)} seeds, {wall / 60:.1f} min wall)"
-    md = claim_table(project, variants, metrics, args.runs_root, head)
+    md = claim_table(project, variants, metrics, args.runs_root, head, subsets)
     root.mkdir(parents=True, exist_ok=True)
     (root / "claim.md").write_text(md)
     print(md)

@@ -43,7 +43,8 @@ def prepare(args) -> None:
 
 def main(argv=None) -> int:
     return run_claim("dal_gan", VARIANTS, argv, metrics=METRICS, prepare=prepare, description=__doc__,
-                     title="DAL-GAN claim testbed (embedded set, synthetic: not a paper result)")
+                     title="DAL-GAN claim testbed (embedded set, synthetic: not a paper result)",
+                     subsets=("|yaw| >= 60",))   # the second column; every subset stays in results.json
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ def test_run_claim_runs_each_variant_and_seed(tmp_path, monkeypatch, capsys):
     # the table alone, from the results on disk; a variant without results is left out
     only = claim_table("toyclaim", {**variants, "missing": Variant("never run")}, ["acc"], runs)
     assert "never run" not in only and "| full model | 0,1 | 51.00 ± 1.41 |" in only
+    # a project may name the subsets it tabulates; an unknown name is left out
+    assert "Subset `hard`" not in claim_table("toyclaim", variants, ["acc"], runs, subsets=[])
+    named = claim_table("toyclaim", variants, ["acc"], runs, subsets=["absent", "hard"])
+    assert "Subset `hard` (7 queries):" in named and "absent" not in named
     # --update-readme pastes the table between the README's claim markers, and only there
     import common.claim as claim_mod
 
