@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from common.bench import count_flops, matmul_peak, peak_memory_bytes, time_fn, write_bench
@@ -23,6 +24,40 @@ def test_peak_time_memory_and_bench_record(tmp_path):
     p = write_bench("demo", {"device": "cpu", "samples_per_s": 1.0}, runs_root=tmp_path)
     rec = json.loads(p.read_text())
     assert p.parent == tmp_path / "demo" / "bench" and rec["samples_per_s"] == 1.0 and "git_sha" in rec["env"]
+
+
+def test_time_fn_median_or_fastest_call_and_a_peak_robust_to_a_slow_start(monkeypatch):
+    import common.bench as bench
+
+    cpu = torch.device("cpu")
+    durations = iter([9.0, 9.0, 5.0, 1.0, 3.0, 2.0, 4.0])     # 2 warm-up calls, then 5 timed
+    clock = [0.0]
+
+    def fake_clock():
+        return clock[0]
+
+    def call():
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(bench.time, "perf_counter", fake_clock)
+    assert bench.time_fn(call, cpu, warmup=2, iters=5) == 3.0                       # median of 5 1 3 2 4
+    durations = iter([9.0, 9.0, 5.0, 1.0, 3.0, 2.0, 4.0])
+    assert bench.time_fn(call, cpu, warmup=2, iters=5, stat="min") == 1.0
+    with pytest.raises(ValueError, match="stat"):
+        bench.time_fn(call, cpu, stat="mean")
+    # the peak is the fastest matmul over at least 1 s of calls on CPU, so a brief slow spell (another
+    # process starting beside the benchmark) cannot lower it
+    monkeypatch.undo()
+    real = bench.time_fn
+    seen = {}
+
+    def spy(fn, device, **kw):
+        seen.update(kw)
+        return real(fn, device, **kw)
+
+    monkeypatch.setattr(bench, "time_fn", spy)
+    assert bench.matmul_peak(cpu, n=64, iters=3) > 0
+    assert seen["stat"] == "min" and seen["min_time_s"] == 1.0            # CPU: at least 1 s of calls
 
 
 def test_cpu_seconds_counts_this_process_work():
