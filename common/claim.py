@@ -72,8 +72,9 @@ def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence
     recs = [r for r in find_results(project, runs) if Path(r["_path"]).is_relative_to(root)]
     by = _latest_by_variant_seed(recs, root)
     present = [v for v in variants if v in by]
-    if not present:
-        return f"{title}\n\n_no claim results under {root} yet_\n" if title else f"_no claim results under {root} yet_\n"
+    if not present:  # the path as a README reader finds it: relative to the repository when inside it
+        where = root.relative_to(REPO_ROOT) if root.is_relative_to(REPO_ROOT) else root
+        return f"{title}\n\n_no claim results under {where} yet_\n" if title else f"_no claim results under {where} yet_\n"
     first = next(iter(by[present[0]].values()))
     metrics = list(metrics or first["metrics"])
 

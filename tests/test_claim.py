@@ -54,6 +54,12 @@ def test_run_claim_runs_each_variant_and_seed(tmp_path, monkeypatch, capsys):
     # the table alone, from the results on disk; a variant without results is left out
     only = claim_table("toyclaim", {**variants, "missing": Variant("never run")}, ["acc"], runs)
     assert "never run" not in only and "| full model | 0,1 | 51.00 ± 1.41 |" in only
+    # nothing run yet: the README says where results will be, relative to the repository
+    from common.claim import REPO_ROOT
+
+    assert claim_table("nosuchproject", variants, ["acc"], REPO_ROOT / "runs") == \
+        "_no claim results under runs/nosuchproject/claim yet_\n"
+    assert str(runs) in claim_table("nosuchproject", variants, ["acc"], runs)   # outside the repository: as given
     # a project may name the subsets it tabulates; an unknown name is left out
     assert "Subset `hard`" not in claim_table("toyclaim", variants, ["acc"], runs, subsets=[])
     named = claim_table("toyclaim", variants, ["acc"], runs, subsets=["absent", "hard"])
