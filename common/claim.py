@@ -106,10 +106,13 @@ def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence
 def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str] | None = None, *,
               metrics: Sequence[str] | None = None, title: str = "", description: str = "",
               prepare: Callable[[argparse.Namespace], None] | None = None,
-              subsets: Sequence[str] | None = None) -> int:
+              subsets: Sequence[str] | None = None, note: str = "",
+              groups: Mapping[str, Sequence[str]] | None = None) -> int:
     """The claim-testbed command line of a project (see the module docstring).
 
     ``prepare(args)`` runs once before training (e.g. generate the testbed's data set).
+    ``groups`` (heading -> variant names) splits the table into one table per finding, below the
+    text ``note``; in the README they paste under its own claim heading, one level down (``####``).
     """
     ap = argparse.ArgumentParser(description=description or f"{project} claim testbed",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,10 +148,17 @@ def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str]
     head = title or f"{project} claim testbed"
     if not args.table_only:
         head += f" ({len(args.variants)} variants x {len(args.seeds)} seeds, {wall / 60:.1f} min wall)"
-    md = claim_table(project, variants, metrics, args.runs_root, head, subsets)
+    if groups is None:
+        md = pasted = claim_table(project, variants, metrics, args.runs_root, head, subsets)
+    else:
+        def sections(level: str) -> list[str]:
+            return [claim_table(project, {n: variants[n] for n in names}, metrics, args.runs_root,
+                                f"{level} {heading}", subsets) for heading, names in groups.items()]
+        md = "\n".join([f"# {head}", "", note, "", *sections("##")])
+        pasted = "\n".join([note, "", *sections("####")])
     root.mkdir(parents=True, exist_ok=True)
     (root / "claim.md").write_text(md)
     print(md)
     if args.update_readme:
-        print(f"(updated {update_readme(project, md, REPO_ROOT, CLAIM_BEGIN, CLAIM_END)})")
+        print(f"(updated {update_readme(project, pasted, REPO_ROOT, CLAIM_BEGIN, CLAIM_END)})")
     return 0

@@ -22,13 +22,8 @@ quarter of their channels) for 10 epochs instead of 15 (``configs/claim*.yaml``)
 
 from __future__ import annotations
 
-import sys
-import time
-
-from common.claim import CLAIM_BEGIN, CLAIM_END, Variant, claim_dir, claim_table, run_claim
-from common.compare import update_readme
+from common.claim import Variant, run_claim
 from common.data import data_root
-from common.run import REPO_ROOT
 from dmba.synthetic import generate
 
 DMBA_MINUS = ("attack.mode=dmba_minus",)
@@ -75,27 +70,8 @@ def prepare(args) -> None:  # no-op when it exists
 
 
 def main(argv=None) -> int:
-    t0 = time.perf_counter()
-    args = list(sys.argv[1:] if argv is None else argv)
-    update = "--update-readme" in args  # done here, with the grouped tables, not by run_claim
-    rc = run_claim("dmba", VARIANTS, [a for a in args if a != "--update-readme"], metrics=METRICS,
-                   prepare=prepare, title="dmba claim testbed", description=__doc__)
-    runs = args[args.index("--runs-root") + 1] if "--runs-root" in args else None
-    head = "# dmba claim testbed"
-    if "--table-only" not in args:
-        head += f" ({(time.perf_counter() - t0) / 60:.1f} min wall for this invocation)"
-    parts = [head, "", NOTE, ""]
-    for title, names in GROUPS.items():
-        parts.append(claim_table("dmba", {n: VARIANTS[n] for n in names}, METRICS, runs, f"## {title}"))
-    md = "\n".join(parts)
-    out = claim_dir("dmba", runs)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "claim.md").write_text(md)
-    print(md)
-    if update:  # the README's own heading stands above the markers: paste from the NOTE on, one level down
-        body = "\n".join(parts[2:]).replace("\n## (", "\n#### (")
-        print(f"(updated {update_readme('dmba', body, REPO_ROOT, CLAIM_BEGIN, CLAIM_END)})")
-    return rc
+    return run_claim("dmba", VARIANTS, argv, metrics=METRICS, prepare=prepare, title="dmba claim testbed",
+                     description=__doc__, note=NOTE, groups=GROUPS)
 
 
 if __name__ == "__main__":

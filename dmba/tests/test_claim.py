@@ -15,6 +15,7 @@ def _result(runs, variant, seed, ratio):
 
 
 def test_grouped_tables_from_disk_and_into_the_readme(tmp_path, monkeypatch, capsys):
+    import common.claim as common_claim
     from dmba import claim
 
     runs = tmp_path / "runs"
@@ -22,7 +23,7 @@ def test_grouped_tables_from_disk_and_into_the_readme(tmp_path, monkeypatch, cap
         _result(runs, "csrnet-clean", seed, 1.0)
         _result(runs, "csrnet-c100_dense", seed, 0.3 + 0.1 * seed)   # 0.3, 0.4, 0.5
         _result(runs, "can-minus", seed, 0.2)
-    monkeypatch.setattr(claim, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(common_claim, "REPO_ROOT", tmp_path)
     readme = tmp_path / "dmba" / "README.md"
     readme.parent.mkdir()
     readme.write_text(f"# dmba\n### Claim testbed\n{CLAIM_BEGIN}\nold\n{CLAIM_END}\n### Bench\n")
