@@ -85,7 +85,8 @@ def bench(cfg, device, amp: bool, batch: int, iters: int) -> dict:
         p.requires_grad_(True)
     ds = int(cfg.data.downstream_size)
     patch = int(bb.patch_embed.patch_size[0])
-    head = TaskHead("landmarks", bb.embed_dim, 68, patch).to(device)
+    grid = (ds // patch, ds // patch) if cfg.downstream.landmark_linear else None
+    head = TaskHead("landmarks", bb.embed_dim, 68, patch, grid).to(device)
     ft_opt = torch.optim.AdamW(list(bb.parameters()) + list(head.parameters()), lr=1e-5)
     x = normalize(torch.rand(batch, 3, ds, ds)).to(device)
     y = torch.rand(batch, 68, 2, device=device) * ds

@@ -129,6 +129,8 @@ DEFAULTS = {
         "fraction": 0.1,                      # RECONSTRUCTED: few-shot fraction for attributes and landmarks (1% is the other common choice)
         "linear_epochs": 100,                 # linear heads on cached features (full batch)
         "linear_wd": [1e-4, 1e-3, 1e-2, 1e-1],  # weight-decay grid, picked on a 20% split of the training set
+        "linear_lr": 1e-3,                    # full-batch AdamW lr of the linear heads (1e-2 diverged on the landmark head's linear term)
+        "landmark_linear": True,              # landmark head: + a linear map of all patch tokens (model.LandmarkHead); false: the soft-argmax term only
         "finetune_steps": 300,                # end-to-end fine-tuning steps, the same in both regimes (few-shot sets are tiny)
         "finetune_lr": 5e-4,                  # AdamW peak lr, cosine (FRA's FER recipe uses 2e-4 at batch 256)
         "finetune_batch": 64,                 # images per fine-tuning step
@@ -215,6 +217,7 @@ RULES = {
     "downstream.shots": Range(min=1),
     "downstream.fraction": Range(0, 1, open_min=True),
     "downstream.linear_epochs": Range(min=1),
+    "downstream.linear_lr": Range(min=0, open_min=True),
     "downstream.linear_wd": Range(min=0),
     "downstream.finetune_steps": Range(min=1),
     "downstream.finetune_lr": Range(min=0, open_min=True),

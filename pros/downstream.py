@@ -112,9 +112,11 @@ def head_loss(task: str, pred: torch.Tensor, y: torch.Tensor, ocular=None) -> to
     return ((pred - y).norm(dim=-1).mean(-1) / d).mean()
 
 
-def _head(ts: TaskSet, feats: dict[str, torch.Tensor], patch: int, targets=None) -> TaskHead:
+def _head(ts: TaskSet, feats: dict[str, torch.Tensor], patch: int, targets=None, landmark_linear: bool = True
+          ) -> TaskHead:
     key = "patches" if ts.task == "landmarks" else "cls"
-    head = TaskHead(ts.task, feats[key].shape[-1], n_outputs(ts), patch)
+    grid = tuple(feats["patches"].shape[1:3]) if ts.task == "landmarks" and landmark_linear else None
+    head = TaskHead(ts.task, feats[key].shape[-1], n_outputs(ts), patch, grid)
     head.set_stats(feats[key])
     head.start_at_prior(ts.targets if targets is None else targets,
                         tuple(feats["patches"].shape[1:3]) if ts.task == "landmarks" else None)
@@ -122,18 +124,18 @@ def _head(ts: TaskSet, feats: dict[str, torch.Tensor], patch: int, targets=None)
 
 
 def _fit_head(ts: TaskSet, feats: dict[str, torch.Tensor], idx: np.ndarray, wd: float, epochs: int, patch: int,
-              seed: int) -> TaskHead:
+              seed: int, lr: float = 1e-2, landmark_linear: bool = True) -> TaskHead:
     """Full-batch AdamW on cached features, standardised once with the fit set's statistics (an
     L2 penalty ``wd`` on the weights; deterministic: a function of the inputs and seed)."""
     torch.manual_seed(seed)
     key = "patches" if ts.task == "landmarks" else "cls"
     x = feats[key][idx]
-    head = _head(ts, {key: x}, patch, ts.targets[idx])
+    head = _head(ts, {key: x}, patch, ts.targets[idx], landmark_linear)
     z = (x - head.mean) / head.std
     y = torch.as_tensor(ts.targets[idx])
     inner = head.head
     weights = [p for n, p in inner.named_parameters() if "weight" in n]
-    opt = torch.optim.AdamW(inner.parameters(), lr=1e-2, weight_decay=0.0)
+    opt = torch.optim.AdamW(inner.parameters(), lr=lr, weight_decay=0.0)
     for _ in range(int(epochs)):
         loss = head_loss(ts.task, inner(z), y, ts.ocular) + wd * sum((w**2).sum() for w in weights)
         opt.zero_grad(set_to_none=True)
@@ -164,12 +166,13 @@ def linear_probe(train: TaskSet, test: TaskSet, f_train: dict, f_test: dict, cfg
     best_wd, best = grid[0], None
     if len(grid) > 1 and len(fit) >= 2:
         for wd in grid:
-            h = _fit_head(train, f_train, fit, wd, d.linear_epochs, patch, seed)
+            h = _fit_head(train, f_train, fit, wd, d.linear_epochs, patch, seed, d.linear_lr, d.landmark_linear)
             s = score(train.task, _predict(h, {k: v[val] for k, v in f_train.items()}), train.targets[val],
                       train.ocular)
             if best is None or (s < best if train.task == "landmarks" else s > best):
                 best, best_wd = s, wd
-    head = _fit_head(train, f_train, np.arange(n), best_wd, d.linear_epochs, patch, seed)
+    head = _fit_head(train, f_train, np.arange(n), best_wd, d.linear_epochs, patch, seed, d.linear_lr,
+                     d.landmark_linear)
     pred = _predict(head, f_test)
     return score(test.task, pred, test.targets, test.ocular), pred, head
 
@@ -215,7 +218,7 @@ def finetune(backbone: nn.Module, train: TaskSet, test: TaskSet, cfg, seed: int,
     torch.manual_seed(seed)
     net = copy.deepcopy(backbone).to(device)
     feats = extract(net, train, device)
-    head = _head(train, feats, patch).to(device)
+    head = _head(train, feats, patch, landmark_linear=d.landmark_linear).to(device)
     groups = _layer_groups(net, head, d.finetune_lr, d.layer_decay, 0.05)
     opt = torch.optim.AdamW(groups, lr=d.finetune_lr)
     g = torch.Generator().manual_seed(int(seed) * 7 + 3)

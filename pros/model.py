@@ -272,18 +272,33 @@ def ema_momentum(step: int, total: int, m0: float, m1: float = 1.0) -> float:
 # --------------------------------------------------------------------------- downstream heads
 
 
-# RECONSTRUCTED: the landmark "additional layers": a soft-argmax over patch tokens + offsets
+# RECONSTRUCTED: the landmark "additional layers": a soft-argmax over patch tokens + offsets, plus a
+# linear map of all patch tokens (a linear probe for coordinates)
 class LandmarkHead(nn.Module):
-    """Landmarks from patch tokens (RECONSTRUCTED): per token a logit and a 2-d offset per
-    landmark (one linear layer); a softmax over tokens gives each landmark's expected token
-    centre, plus the expected offset (in patch units). Output in pixels, (B, L, 2)."""
+    """Landmarks from patch tokens (RECONSTRUCTED), in pixels, (B, L, 2), the sum of two terms:
 
-    def __init__(self, dim: int, n_landmarks: int, patch: int):
+    * spatial: per token a logit and a 2-d offset per landmark (one linear layer); a softmax over
+      tokens gives each landmark's expected token centre plus the expected offset (patch units);
+    * global (``grid`` given): one linear layer from all h x w patch tokens, flattened, to 2 L
+      coordinates (patch units). Without it a frozen probe cannot even fit its training set: the
+      token softmax starts uniform, so its offsets see only the mean token (on the embedded
+      landmark set the spatial term alone stayed at the mean shape's NME, 0.59, on training images
+      too, while this term reaches 0.45 on test images from raw pixels).
+
+    Both start at zero, so the head starts at its bias (``TaskHead.start_at_prior``: the mean shape)."""
+
+    def __init__(self, dim: int, n_landmarks: int, patch: int, grid: tuple[int, int] | None = None):
         super().__init__()
         self.n, self.patch = n_landmarks, patch
         self.proj = nn.Linear(dim, 3 * n_landmarks)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
+        self.grid = tuple(grid) if grid is not None else None
+        self.linear = None
+        if self.grid is not None:
+            self.linear = nn.Linear(self.grid[0] * self.grid[1] * dim, 2 * n_landmarks)
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = patches.shape
@@ -293,6 +308,11 @@ class LandmarkHead(nn.Module):
                                 torch.arange(w, dtype=patches.dtype, device=patches.device) + 0.5, indexing="ij")
         centres = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)   # (hw, 2) in patch units
         pos = torch.einsum("bnl,nc->blc", att, centres) + torch.einsum("bnl,bnlc->blc", att, out[..., 1:])
+        if self.linear is not None:
+            if (h, w) != self.grid:
+                raise ValueError(f"landmark head built for a {self.grid} token grid, got ({h}, {w}): "
+                                 "downstream images must all have data.downstream_size")
+            pos = pos + self.linear(patches.reshape(b, -1)).reshape(b, self.n, 2)
         return pos * self.patch
 
 
@@ -301,12 +321,12 @@ class TaskHead(nn.Module):
     CLS (attributes: one logit per attribute; expression: one per class) or the landmark head on
     the patch tokens. Features are standardised with fixed training-set statistics first."""
 
-    def __init__(self, task: str, dim: int, n_out: int, patch: int = 1):
+    def __init__(self, task: str, dim: int, n_out: int, patch: int = 1, grid: tuple[int, int] | None = None):
         super().__init__()
         self.task = task
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
-        self.head = LandmarkHead(dim, n_out, patch) if task == "landmarks" else nn.Linear(dim, n_out)
+        self.head = LandmarkHead(dim, n_out, patch, grid) if task == "landmarks" else nn.Linear(dim, n_out)
 
     def set_stats(self, feats: torch.Tensor) -> None:
         flat = feats.reshape(-1, feats.shape[-1]).float()
