@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.config import Config, Rule, load_config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.projects import REPO_ROOT
 
 
 def default_config(project: str) -> Path:

@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from common.projects import REPO_ROOT
 from common.runtime import DistInfo, seed_worker
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -75,6 +75,7 @@ from common.checkpoint import (
 )
 from common.config import Config, ConfigError, Rule, diff_configs, parse_override, read_yaml, resolve_onto, save_config
 from common.log import MetricWriter, attach_file, setup_logging
+from common.projects import REPO_ROOT
 from common.runtime import (
     DistInfo,
     NonFiniteError,
@@ -89,7 +90,6 @@ from common.runtime import (
     unwrap,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pyyaml", "h5py", "einops", "tqdm",
                 "tensorboard", "nvidia-ml-py", "nibabel", "matplotlib")
 LOCK_NAME = "run.lock"

@@ -27,8 +27,7 @@ import torch
 
 from common.checkpoint import safe_load
 from common.log import read_jsonl
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.projects import REPO_ROOT
 
 
 def repo_env(env: Mapping[str, str] | None = None, threads: int = 1) -> dict[str, str]:
