@@ -66,6 +66,22 @@ def eval_parser(description: str, default_config: str | Path | None = None) -> a
     return p
 
 
+def tool_parser(description: str | None, project: str | None = None, *, data_root: bool = True
+                ) -> argparse.ArgumentParser:
+    """The prologue of a project's tool script (data generator and checker, curation, embedders):
+    ``--config`` (default: ``<project>/configs/synthetic.yaml``; none without ``project``),
+    ``--set KEY=VALUE`` (repeatable) and, unless ``data_root=False``, ``--data-root``. The
+    description is printed as written (a module docstring with its usage lines)."""
+    install_error_hook()
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(default_config(project)) if project else None, help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    if data_root:
+        p.add_argument("--data-root", default=None, help="dataset root (default: $DATA_ROOT or <repo>/data)")
+    return p
+
+
 def parse_config(args: argparse.Namespace, defaults: Mapping | None = None,
                  rules: Mapping[str, Rule] | None = None) -> Config:
     return load_config(args.config, args.overrides, defaults, rules)

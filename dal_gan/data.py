@@ -25,7 +25,6 @@ population's mean colours: what a thermal-only method could at best know).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import logging
@@ -661,14 +660,11 @@ class PairSet(Dataset):
 # =============================================================================== CLI
 
 def main(argv=None) -> int:
-    from common.cli import default_config
+    from common.cli import tool_parser
     from common.config import load_config
     from dal_gan.config import DEFAULTS, RULES
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(default_config("dal_gan")))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--data-root", default=None)
+    ap = tool_parser(__doc__, "dal_gan")
     ap.add_argument("--generate", action="store_true", help="write the embedded set first if absent (data.embedded configs)")
     ap.add_argument("--force", action="store_true", help="with --generate: rewrite an existing embedded set")
     ap.add_argument("--build-manifest", action="store_true", help="tufts: write the manifest from the globs first")

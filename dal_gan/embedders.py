@@ -14,7 +14,6 @@ paths (``identity.embedder``; ``eval.matcher`` also takes a user's TorchScript V
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
@@ -178,15 +177,12 @@ def ensure_embedders(cfg, data: FaceData, runs: str | Path | None = None, force:
 
 
 def main(argv=None) -> int:
-    from common.cli import default_config
+    from common.cli import tool_parser
     from common.config import load_config
     from dal_gan.config import DEFAULTS, RULES
     from dal_gan.data import load_data
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(default_config("dal_gan")))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--data-root", default=None)
+    ap = tool_parser(__doc__, "dal_gan")
     ap.add_argument("--runs-root", default=None)
     ap.add_argument("--which", nargs="+", default=["loss", "eval"], choices=["loss", "eval"])
     ap.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")

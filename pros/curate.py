@@ -24,7 +24,6 @@ recall, kept fraction per kind, pose histogram before and after, into
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import default_config, parse
+from common.cli import parse, tool_parser
 from common.data import data_root
 from common.datacheck import DataCheck
 from pros.config import DEFAULTS, RULES
@@ -364,10 +363,7 @@ def main(argv=None) -> int:
     from common.results import write_results
     from common.run import runs_root
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(default_config("pros")))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--data-root", default=None)
+    ap = tool_parser(__doc__, "pros")
     ap.add_argument("--runs-root", default=None)
     ap.add_argument("--out", default=None, help="folder for curated.csv and crops/ (default: data.curated's folder)")
     ap.add_argument("--keep-current", action="store_true",

@@ -11,7 +11,6 @@ unusable (AffectNet's "none/uncertain/no-face" labels) are skipped with a count 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -806,13 +805,10 @@ def check_all(cfg, root: str | Path | None, *, pretrain: bool = True, downstream
 
 
 def main(argv=None) -> int:
-    from common.cli import default_config, parse
+    from common.cli import parse, tool_parser
     from pros.config import DEFAULTS, RULES
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(default_config("pros")))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--data-root", default=None)
+    ap = tool_parser(__doc__, "pros")
     ap.add_argument("--generate", action="store_true", help="write the embedded set (synthetic.*) first")
     ap.add_argument("--force", action="store_true", help="with --generate: rewrite even when up to date")
     ap.add_argument("--no-pretrain", action="store_true", help="check the downstream sets only (before curation)")

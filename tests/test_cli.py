@@ -41,3 +41,13 @@ def test_a_parsed_script_exits_1_with_the_message():
     env.pop(TRACEBACK_ENV, None)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 1 and p.stderr.startswith("error: ConfigError: c.yaml: bad\n"), p.stderr
+
+
+def test_tool_parser_prologue():
+    from common.cli import REPO_ROOT, tool_parser
+
+    a = tool_parser("doc", "pros").parse_args(["--set", "a.b=1", "--set", "c=2", "--data-root", "/d"])
+    assert (a.config, a.overrides, a.data_root) == (str(REPO_ROOT / "pros" / "configs" / "synthetic.yaml"),
+                                                   ["a.b=1", "c=2"], "/d")
+    b = tool_parser(None, data_root=False).parse_args([])
+    assert b.config is None and b.overrides == [] and not hasattr(b, "data_root")
