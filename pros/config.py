@@ -43,6 +43,8 @@ DEFAULTS = {
         "train_ids": 200,                     # identities of the labelled training images
         "test_ids": 100,                      # identities of the test images (disjoint from training)
         "yaw": 60.0,                          # |yaw| bound of labelled images and pool faces (degrees)
+        "face_scale": [1.1, 1.3],             # RECONSTRUCTED: face size of the labelled images (uniform range): aligned crops framed like the curated crops (face box ~ 2/3 of the side; common.faces' default 0.9-1.1 leaves ~ 1/2)
+        "expression_intensity": [1.0, 2.0],   # RECONSTRUCTED: expression strength of every render (common.faces' default 0.5-1.0 moves a 64-px mouth by ~ 1 px: a supervised CNN reached 0.23-0.28 accuracy there vs 0.43 here, prior 0.19)
         "workers": 2,                         # processes rendering in parallel
     },
     "curate": {                               # RECONSTRUCTED: the abstract's "face-aware retrieval system"; detector + area + crop (LAION-Face's face filter, FaRL arXiv 2112.03109), retrieval by seed images and dedup (DINOv2 arXiv 2304.07193 §3)

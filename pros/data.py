@@ -614,15 +614,20 @@ def fewshot_indices(ts: TaskSet, cfg, seed: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the embedded face world
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2  # 2: expression intensity and labelled face scale are settings (synthetic.expression_intensity, face_scale)
 
 
-def _style_nuisance(rng, kind: str, yaw: float):
+def _style_nuisance(rng, kind: str, yaw: float, s: dict, scale: tuple | None = None):
+    """A nuisance of the default or the flat render style; expression intensity from
+    ``synthetic.expression_intensity``, face scale ``scale`` (None: common.faces' default)."""
     from common.faces import sample_nuisance
 
+    kw = {"intensity": tuple(s["expression_intensity"])}
+    if scale is not None:
+        kw["scale"] = tuple(scale)
     if kind == "flat":  # the second render style: flat light, no camera blur or noise, flat background
-        return sample_nuisance(rng, yaw=(-yaw, yaw), ambient=1.0, blur=0.0, noise=0.0, backgrounds=("flat",))
-    return sample_nuisance(rng, yaw=(-yaw, yaw))
+        return sample_nuisance(rng, yaw=(-yaw, yaw), ambient=1.0, blur=0.0, noise=0.0, backgrounds=("flat",), **kw)
+    return sample_nuisance(rng, yaw=(-yaw, yaw), **kw)
 
 
 def _render_job(job: tuple) -> tuple[np.ndarray, dict]:
@@ -639,7 +644,7 @@ def _render_job(job: tuple) -> tuple[np.ndarray, dict]:
         src = i if kind != "dup" else s["dup_src"][i]
         r2 = np.random.default_rng([seed, 6 if kind == "flat" else 0, src])  # a duplicate replays its source face
         ident = Identity.sample(seed, 10_000 + int(r2.integers(s["pool_ids"]))).jitter(0.2, [seed, 5, src])
-        nu = _style_nuisance(r2, "flat" if kind == "flat" else "default", s["pool_yaw"])
+        nu = _style_nuisance(r2, "flat" if kind == "flat" else "default", s["pool_yaw"], s)
         if kind == "dup":  # the same face again: new sensor noise, shifted by about a pixel
             nu = replace(nu, seed=nu.seed + 1, offset=(nu.offset[0] + 1.0 / size, nu.offset[1]))
         r = render(ident, nu, size)
@@ -647,7 +652,7 @@ def _render_job(job: tuple) -> tuple[np.ndarray, dict]:
                          "face_area": _area(r.box, size), "dup_of": int(src) if kind == "dup" else -1}
     if kind == "scene":
         ident = Identity.sample(seed, 10_000 + int(rng.integers(s["pool_ids"]))).jitter(0.2, [seed, 6, i])
-        nu = _style_nuisance(rng, "default", s["pool_yaw"])
+        nu = _style_nuisance(rng, "default", s["pool_yaw"], s)
         img, box, _ = scene(ident, nu, 2 * size, (0.2, 0.6), seed=int(rng.integers(2**31)))
         return img, {"kind": kind, "yaw": nu.yaw, "pitch": nu.pitch, "box": box.tolist(),
                      "face_area": _area(box, 2 * size), "dup_of": -1}
@@ -656,14 +661,14 @@ def _render_job(job: tuple) -> tuple[np.ndarray, dict]:
     if kind == "blank":
         ident = Identity.sample(seed, 20_000 + i)
         return non_face("blank_head", size, seed=int(rng.integers(2**31)), identity=ident,
-                        nuisance=_style_nuisance(rng, "default", 30.0)), {"kind": kind, "dup_of": -1}
+                        nuisance=_style_nuisance(rng, "default", 30.0, s)), {"kind": kind, "dup_of": -1}
     if kind == "seed":  # a clean frontal face of an identity seen nowhere else
         ident = Identity.sample(seed, 30_000 + i)
         return render(ident, Nuisance(expression="neutral", seed=i, background="flat"), size).image, {"kind": kind}
     # labelled train / test image: identities disjoint between the splits
     lo, n_ids = (0, s["train_ids"]) if kind == "train" else (s["train_ids"], s["test_ids"])
     ident = Identity.sample(seed, lo + int(rng.integers(n_ids))).jitter(0.2, [seed, 7, kind == "test", i])
-    nu = _style_nuisance(rng, "default", s["yaw"])
+    nu = _style_nuisance(rng, "default", s["yaw"], s, s["face_scale"])
     r = render(ident, nu, size)
     return r.image, {"expression": EXPRESSIONS.index(nu.expression), "attributes": attributes(ident, nu).tolist(),
                      "landmarks": r.landmarks.tolist(), "five": r.landmarks[FIVE].tolist(),

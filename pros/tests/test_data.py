@@ -229,3 +229,24 @@ def test_curation_keeps_a_render_and_drops_clutter(tmp_path):
     assert (csv_path.parent / by["a_face.png"]["crop"]).is_file()
     header = csv_path.read_text().splitlines()[0]
     assert header.startswith("file,kept,reason,prob")
+
+
+def test_labelled_renders_follow_face_scale_and_expression_intensity():
+    """The world settings reach the renderer: the same labelled image (same job) at face scale 1.3
+    has its landmarks spread 1.3x as wide as at 1.0; at expression intensity 2 the mouth opens
+    twice as far from its closed line as at intensity 1 (a surprised face: the mouth opens)."""
+    from pros.data import _render_job
+
+    base = {"size": 64, "train_ids": 20, "test_ids": 10, "yaw": 0.0, "expression_intensity": [1.0, 1.0],
+            "face_scale": [1.0, 1.0]}
+    idx = next(i for i in range(50) if _render_job((0, "train", i, base))[1]["expression"] == 0)   # surprise
+    pts = {k: np.asarray(_render_job((0, "train", idx, {**base, **kw}))[1]["landmarks"])
+           for k, kw in (("s1", {}), ("s13", {"face_scale": [1.3, 1.3]}), ("i2", {"expression_intensity": [2.0, 2.0]}),
+                         ("i0", {"expression_intensity": [0.0, 0.0]}))}
+    spread = {k: np.ptp(p, axis=0) for k, p in pts.items()}
+    assert np.allclose(spread["s13"] / spread["s1"], 1.3, atol=0.03), spread
+    from common.faces import LANDMARKS
+
+    top, bot = LANDMARKS.index("mouth_top"), LANDMARKS.index("mouth_bot")
+    gap = {k: float(np.linalg.norm(p[top] - p[bot])) for k, p in pts.items()}
+    assert gap["i2"] - gap["i0"] > 1.8 * (gap["s1"] - gap["i0"]) > 0, gap
