@@ -11,7 +11,9 @@ change. Writes into the run directory (or ``--out``):
   the diagnostics ``diag_purity`` (share of test queries whose nearest centre's majority concept is
   one of theirs), ``diag_selected_true`` (share of a test video's selected centres whose majority
   concept is one of the video's events') and ``diag_selected_chance`` (the same with another
-  video's selection): never used in training;
+  video's selection), and ``diag_event_hit`` (share of test queries whose top-1 span has IoU >= 0.5
+  with some event of its video, queried or not) beside ``diag_event_hit_chance`` (the same spans at
+  uniformly random positions): never used in training;
 * ``predictions.jsonl`` (ranked moments per query; ``python -m common.tsg.evaluate`` re-scores it);
 * ``figures/predictions.png`` (predicted vs true moments with the per-clip scores) and
   ``figures/aggregation.png`` (the selected centres' attention over test videos beside the true
@@ -24,6 +26,7 @@ change. Writes into the run directory (or ``--out``):
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from pathlib import Path
@@ -74,7 +77,39 @@ def predict(net, dataset, cfg, device, amp: bool = False, show: bool = True) -> 
     return out
 
 
+def with_foreground(cfg, foreground: bool):
+    """A copy of ``cfg`` whose ``dscnet.foreground`` is ``foreground`` (the model's architecture as trained)."""
+    out = copy.deepcopy(cfg)
+    out.dscnet.foreground = bool(foreground)
+    return out
+
+
 # ------------------------------------------------------------------ diagnostics (generator meta only)
+
+def event_hits(preds: list[np.ndarray], queries, meta: dict, *, draws: int = 20, seed: int = 0) -> dict:
+    """Localisation apart from identification: ``diag_event_hit`` = share (%) of test queries whose top-1
+    span has IoU >= 0.5 with SOME event of its video (the queried one or another; ``meta.json``
+    ``video_events``), and ``diag_event_hit_chance`` = the same for the same spans moved to uniformly
+    random positions inside their videos (same lengths; mean over ``draws`` draws of a fixed stream)."""
+    rng = np.random.default_rng([seed, 0xE7])
+
+    def hit(s: float, e: float, vid: str) -> bool:
+        for ev in meta["video_events"][vid]:
+            a, b = ev["span"]
+            inter = max(0.0, min(e, b) - max(s, a))
+            if inter / max(max(e, b) - min(s, a), 1e-9) >= 0.5:
+                return True
+        return False
+
+    top = [(float(p[0][0]), float(p[0][1])) for p in preds]
+    real = np.mean([hit(s, e, q.vid) for (s, e), q in zip(top, queries)])
+    chance = []
+    for _ in range(draws):
+        u = rng.random(len(top))
+        chance.append(np.mean([hit(x * (q.duration - (e - s)), x * (q.duration - (e - s)) + (e - s), q.vid)
+                               for x, (s, e), q in zip(u, top, queries)]))
+    return {"diag_event_hit": 100 * float(real), "diag_event_hit_chance": 100 * float(np.mean(chance))}
+
 
 def _event_concepts(meta: dict, vid: str) -> set[str]:
     return {c for ev in meta["video_events"][vid] for c in ev["concepts"]}
@@ -240,8 +275,13 @@ def main(argv=None) -> int:
         raise RunError(f"{ev.checkpoint}: no vocab.json in its run directory (written by dscnet.train)")
     vocab = Vocab.load(ev.run_dir / "vocab.json")
     data = load_eval(cfg, args.data_root, vocab=vocab, seed=ev.seed)
-    net = build_model(cfg, len(vocab), data.features.dim)
+    # the model as trained (with or without the foreground branch); `--set dscnet.foreground=...` only says
+    # whether the branch's probability is multiplied in at inference
+    sd = ev.state["model"] if isinstance(ev.state, dict) and "model" in ev.state else ev.state
+    trained_fg = any(k.removeprefix("module.").startswith("foreground.") for k in sd)
+    net = build_model(with_foreground(cfg, trained_fg), len(vocab), data.features.dim)
     ev.load_weights(net)
+    net.use_fg = bool(cfg.dscnet.foreground) and net.foreground is not None
     net.to(dev).eval()
     preds = predict(net, data.test_set, cfg, dev, args.amp)
     test = data.test
@@ -262,6 +302,8 @@ def main(argv=None) -> int:
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     agg = aggregation(net, data.test_set, dev) if not cfg.dscnet.paired or bool(net.ready) else None
     label = [""] * net.k
+    if meta is not None and "video_events" in meta:
+        metrics.update(event_hits(preds["method"], test.queries, meta))
     if meta is not None and "query_concepts" in meta and agg is not None:
         with torch.no_grad():
             z = torch.cat([net.ae.encode(data.test_set[i]["words"][None].to(dev),

@@ -5,6 +5,7 @@ multiplied into the head's, the objective trains the head towards the pseudo seg
 
 import math
 
+import numpy as np
 import torch
 
 from common.config import load_config
@@ -211,3 +212,20 @@ def test_query_agnostic_deviation_scores_peak_on_the_odd_clip():
     v[0, 4] = 5.0
     s = deviation_scores(v, torch.ones(1, 6, dtype=torch.bool))
     assert s[0].argmax() == 4
+
+
+def test_event_hits_separate_localisation_from_identification_on_hand_made_spans():
+    """Query 1's top-1 span is exactly an event (hit), query 2's lies between the events (miss): 50 %.
+    At random positions in a 40 s video with events [0, 10] and [20, 30]: a 10 s span hits when its
+    start is within 10/3 s of an event's start (10 of the 30 s of starts), a 6 s span when its start
+    is in [0, 14/3] or [58/3, 74/3] (10 of 34 s): chance = (1/3 + 10/34) / 2."""
+    from types import SimpleNamespace
+
+    from dscnet.eval import event_hits
+
+    meta = {"video_events": {"v": [{"span": [0.0, 10.0], "concepts": []}, {"span": [20.0, 30.0], "concepts": []}]}}
+    queries = [SimpleNamespace(vid="v", duration=40.0)] * 2
+    preds = [np.array([[0.0, 10.0], [5.0, 9.0]]), np.array([[12.0, 18.0]])]
+    out = event_hits(preds, queries, meta, draws=4000)
+    assert out["diag_event_hit"] == 50.0
+    assert math.isclose(out["diag_event_hit_chance"], 100 * (1 / 3 + 10 / 34) / 2, abs_tol=0.6), out

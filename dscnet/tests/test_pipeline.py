@@ -1,6 +1,7 @@
 """End to end on a tiny embedded world (aligned space): train + eval write results.json with the
 reference baselines, subsets, diagnostics, predictions and figures; the paired ceiling (the same
-network with pairs) beats `random` and `prior`; `--resume` equals the uninterrupted run; a
+network with pairs) beats `random` and `prior`; DSCNet itself does not beat `random` on the default set
+(slow, strict xfail: the README's null result); `--resume` equals the uninterrupted run; a
 2-process DDP run (gloo) killed mid-epoch resumes exactly (slow); NaN guard; bad data fails before
 anything is written."""
 
@@ -51,6 +52,12 @@ def _eval(root, run_dir, *extra):
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
+def _eval_out(root, run_dir, out, *extra):
+    assert dsc_eval.main(["--data-root", str(root), "--run-dir", str(run_dir), "--out", str(out), "--device", "cpu",
+                          *extra]) == 0
+    return json.loads((Path(out) / "results.json").read_text())
+
+
 def test_train_eval_writes_results_baselines_diagnostics_and_figures(tiny_root, tmp_path):
     run_dir = tmp_path / "run"
     assert dsc_train.main(_args(tiny_root, run_dir, epochs=3)) == 0
@@ -58,7 +65,8 @@ def test_train_eval_writes_results_baselines_diagnostics_and_figures(tiny_root, 
     m, base = res["metrics"], res["baselines"]
     assert res["project"] == "dscnet" and res["dataset"] == "tsg_synthetic"
     assert set(base) == {"random", "prior", "bow", "query_agnostic", "foreground_only"}
-    assert all(0 <= m[k] <= 100 for k in ("R1@0.5", "R1@0.7", "mIoU", "diag_purity", "diag_selected_true"))
+    assert all(0 <= m[k] <= 100 for k in ("R1@0.5", "R1@0.7", "mIoU", "diag_purity", "diag_selected_true",
+                                          "diag_event_hit", "diag_event_hit_chance"))
     meta = json.loads((tiny_root / "tsg_synthetic" / "meta.json").read_text())
     assert set(res["subsets"]) == set(meta["test_subsets"])
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
@@ -72,6 +80,10 @@ def test_train_eval_writes_results_baselines_diagnostics_and_figures(tiny_root, 
     st = safe_load(run_dir / "checkpoints" / "last.pt")   # centres, shares and assignments are in the checkpoint
     assert st["model"]["ready"] and st["model"]["centres"].abs().sum() > 0 and (st["modules"]["clusters"]["assign"] >= 0).all()
     assert res["eval_overrides"] == ["eval.figures=3"]   # eval may change eval.* / dscnet.infer / dscnet.foreground
+    # the foreground branch switched off at inference on a run trained with it: the checkpoint still loads
+    off = _eval_out(tiny_root, run_dir, tmp_path / "no_fg", "--set", "dscnet.foreground=false", "--set",
+                    "eval.figures=0")
+    assert off["ablation"]["foreground"] is False and "foreground_only" in off["baselines"]
     with pytest.raises(ConfigError, match="eval may only change"):
         dsc_eval.main(["--data-root", str(tiny_root), "--run-dir", str(run_dir), "--set", "dscnet.size_prior=false"])
 
@@ -87,6 +99,24 @@ def test_paired_ceiling_beats_random_and_prior(tiny_root, tmp_path):
     # measured: R1@0.5 32.5 / mIoU 34.8 vs random 7.5 / 18.3 and prior 25.0 / 23.1 (40 test queries)
     assert m["R1@0.5"] > base["random"]["R1@0.5"] + 15 and m["mIoU"] > base["random"]["mIoU"] + 10, (m, base)
     assert m["R1@0.5"] > base["prior"]["R1@0.5"] and m["mIoU"] > base["prior"]["mIoU"] + 5, (m, base)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="null result (README, Results): on the default embedded set DSCNet's top-1 "
+                   "spans sit at chance positions (diag_event_hit ~ diag_event_hit_chance, diag_selected_true ~ "
+                   "chance) and are shorter than random's, so it scores below `random`; strict: once the method "
+                   "beats `random` this passes, fails as XPASS, and the marker and the README must change")
+def test_dscnet_beats_random_on_the_default_embedded_set(tmp_path):
+    """The issue's "end-to-end beats `random`", on the default set and schedule (configs/synthetic.yaml,
+    seed 0; about 80 CPU-s). The tiny world is too small to tell (40 test queries: one seed's R1@0.5
+    moves by 2.5 points per query), hence this slow test rather than a fast one."""
+    generate(tmp_path / "tsg_synthetic", seed=0)
+    run_dir = tmp_path / "run"
+    assert dsc_train.main(["--data-root", str(tmp_path), "--run-dir", str(run_dir), "--no-tb", "--seed", "0",
+                           "--device", "cpu"]) == 0
+    res = _eval(tmp_path, run_dir, "--set", "eval.figures=0")
+    m, rnd = res["metrics"], res["baselines"]["random"]
+    assert m["R1@0.5"] > rnd["R1@0.5"] and m["mIoU"] > rnd["mIoU"], (m, rnd)
 
 
 def test_resume_after_a_stop_equals_the_uninterrupted_run(tiny_root, tmp_path):
