@@ -75,7 +75,9 @@ NOTE = ("One table per world; the baseline rows are that world's (`prior` and `b
 
 
 def main(argv=None) -> int:
-    return run_claim("dscnet", VARIANTS, argv, metrics=METRICS, prepare=prepare, groups=GROUPS, note=NOTE,
+    # all test queries only (subsets=()): each run's per-subset numbers are in its results.json, the default
+    # run's in the README's compare block
+    return run_claim("dscnet", VARIANTS, argv, metrics=METRICS, prepare=prepare, groups=GROUPS, note=NOTE, subsets=(),
                      title="DSCNet claim testbed (test split, mean ± sample std over seeds)", description=__doc__)
 
 
