@@ -102,13 +102,13 @@ def test_paired_ceiling_beats_random_and_prior(tiny_root, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="null result (README, Results): on the default embedded set DSCNet's top-1 "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="null result (README, Results): on the default embedded set DSCNet's top-1 "
                    "spans sit at chance positions (diag_event_hit ~ diag_event_hit_chance, diag_selected_true ~ "
                    "chance) and are shorter than random's, so it scores below `random`; strict: once the method "
                    "beats `random` this passes, fails as XPASS, and the marker and the README must change")
 def test_dscnet_beats_random_on_the_default_embedded_set(tmp_path):
     """The issue's "end-to-end beats `random`", on the default set and schedule (configs/synthetic.yaml,
-    seed 0; about 80 CPU-s). The tiny world is too small to tell (40 test queries: one seed's R1@0.5
+    seed 0; about 45 CPU-s). The tiny world is too small to tell (40 test queries: one seed's R1@0.5
     moves by 2.5 points per query), hence this slow test rather than a fast one."""
     generate(tmp_path / "tsg_synthetic", seed=0)
     run_dir = tmp_path / "run"
