@@ -68,6 +68,7 @@ DEFAULTS = {
         "batch_size": 64,           # queries per eval forward (memory only)
         "figures": 6,               # test queries drawn in eval's figure (0: no figures)
         "rare": "auto",             # auto: meta.json's rare subset when the dataset has one, else `words` | meta | words
+        "train_probe": 512,         # first N training queries scored too (results.json diagnostics: the train/test gap); 0 = off
         "rare_min_count": 10,       # the paper's rare case: a content word seen fewer than 10 times in train
     },
 }
@@ -108,6 +109,7 @@ RULES = {
     "eval.figures": Range(min=0),
     "eval.rare": ("auto", "meta", "words"),
     "eval.rare_min_count": Range(min=1),
+    "eval.train_probe": Range(min=0),
 }
 
 # keys a --resume may change (a longer schedule); any other difference from the run's config is refused

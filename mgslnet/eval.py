@@ -7,6 +7,10 @@ the run directory (or ``--out``):
   named test subset (``meta.json`` ``test_subsets``) plus MGSL-Net's ``rare`` and ``common``
   cases (``eval.rare``: meta.json's rare subset on the embedded set, the content-word rule of
   mgslnet/rare.py on real annotations), with the baselines on the same queries;
+* ``diagnostics`` in ``results.json``: where the top-1 error comes from, per query set (``ranking_diagnostics``):
+  how often the most confident clip lies in the moment (the ranking), R1@0.5 of the span the
+  clip at the moment's centre regresses and of the best clip's span (the regression), and R1@0.5
+  on the first ``eval.train_probe`` training queries (the generalisation gap);
 * ``predictions.jsonl``: the ranked moments per query (``python -m common.tsg.evaluate`` re-scores it);
 * ``figures/predictions.png``, ``figures/memory.png``, ``figures/subsets.png`` (mgslnet/figures.py).
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from common.cli import default_config, eval_parser, parse
 from common.data import DatasetNotFoundError, build_loader
@@ -29,32 +34,67 @@ from common.tsg import Vocab, collate_tsg, evaluate, prior_predictions, random_p
 from common.tsg.baselines import bow_predictions
 from common.tsg.data import layout
 from common.tsg.dataset import to_device
-from common.tsg.decode import to_seconds
+from common.tsg.decode import clip_spans, to_seconds
 from common.tsg.evaluate import evaluate_subsets, write_predictions
+from common.tsg.grid import clip_centres
 from mgslnet.config import DEFAULTS, RULES
 from mgslnet.data import load_data
+from mgslnet.losses import moment_clips
 from mgslnet.figures import plot_memory, plot_queries, plot_subsets
 from mgslnet.model import build_model, decode, n_params
 from mgslnet.rare import rare_query_ids
 
 
+def ranking_diagnostics(conf: torch.Tensor, dist: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
+                        video_mask: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per query [B]: ``top1_in_moment`` (the most confident clip overlaps the moment: the ranking
+    branch), ``centre_iou`` (IoU with the moment of the span regressed by the clip whose centre is
+    nearest the moment's centre) and ``best_iou`` (the best IoU of any valid clip's span: the
+    regression branch, whatever the ranking). ``start``, ``end``: fractions of the video."""
+    inside = moment_clips(start, end, video_mask)
+    spans = clip_spans(dist.float(), video_mask)
+    s, e = start.float()[:, None], end.float()[:, None]
+    inter = (torch.minimum(spans[..., 1], e) - torch.maximum(spans[..., 0], s)).clamp_min(0.0)
+    hull = (torch.maximum(spans[..., 1], e) - torch.minimum(spans[..., 0], s)).clamp_min(1e-9)
+    iou = (inter / hull).nan_to_num(0.0) * video_mask
+    top = conf.float().masked_fill(~video_mask, float("-inf")).argmax(1, keepdim=True)
+    centre = (clip_centres(video_mask).nan_to_num(float("inf")) - (s + e) / 2).abs().argmin(1, keepdim=True)
+    return {"top1_in_moment": inside.gather(1, top)[:, 0].cpu().numpy(),
+            "centre_iou": iou.gather(1, centre)[:, 0].cpu().numpy(), "best_iou": iou.max(1).values.cpu().numpy()}
+
+
+def summarize_diagnostics(d: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float]:
+    """Percentages over the queries ``rows`` (all when None) of :func:`ranking_diagnostics`' arrays."""
+    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+    pct = lambda a: float(100.0 * np.mean(a)) if len(a) else None
+    return {"top1_clip_in_moment": pct(pick(d["top1_in_moment"])),
+            "centre_clip_R1@0.5": pct(pick(d["centre_iou"]) >= 0.5),
+            "best_clip_R1@0.5": pct(pick(d["best_iou"]) >= 0.5)}
+
+
 @torch.no_grad()
-def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = True):
+def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = True, diagnostics: dict | None = None):
     """Ranked top-k moments in seconds (one [<= k, 2] array per query, dataset order), and each
-    query's mean read attention per memory slot ``{domain: [Q, K]}`` (domains with a memory)."""
+    query's mean read attention per memory slot ``{domain: [Q, K]}`` (domains with a memory).
+    ``diagnostics`` (a dict) receives the concatenated :func:`ranking_diagnostics` arrays."""
     net.eval()
     loader = build_loader(dataset, cfg.eval.batch_size, shuffle=False, seed=0, collate_fn=collate_tsg)
     preds: list[np.ndarray] = []
     mass: dict[str, list[np.ndarray]] = {}
+    diag: dict[str, list[np.ndarray]] = {}
     for batch in (progress(loader, 0, desc="eval") if show_progress else loader):
         batch = to_device(batch, device)
         with autocast(device, amp):
             out = net(batch["video"], batch["video_mask"], batch["words"], batch["word_mask"])
         preds.extend(to_seconds(decode(out, batch["video_mask"], k=cfg.eval.k, nms=cfg.eval.nms), batch["duration"]))
+        for k, v in ranking_diagnostics(out["conf"], out["dist"], batch["start"], batch["end"], batch["video_mask"]).items():
+            diag.setdefault(k, []).append(v)
         for dom, key, mask in (("video", "v_attn", batch["video_mask"]), ("query", "q_attn", batch["word_mask"])):
             if key in out:
                 m = mask.unsqueeze(-1).float()
                 mass.setdefault(dom, []).append(((out[key].float() * m).sum(1) / m.sum(1).clamp_min(1)).cpu().numpy())
+    if diagnostics is not None:
+        diagnostics.update({k: np.concatenate(v) for k, v in diag.items()})
     return preds, {k: np.concatenate(v) for k, v in mass.items()}
 
 
@@ -82,10 +122,11 @@ def main(argv=None) -> int:
         raise DatasetNotFoundError(f"{ev.checkpoint}: no vocabulary in the checkpoint (extra['vocab']); "
                                    f"it was not written by mgslnet.train")
     vocab = Vocab(ev.extra["vocab"])
-    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=False, log=ev.log,
-                     glove_cache=cfg.train.glove_cache or None)
+    data = load_data(cfg, args.data_root, seed=ev.seed, vocab=vocab, need_train_set=cfg.eval.train_probe > 0,
+                     log=ev.log, glove_cache=cfg.train.glove_cache or None)
     model = ev.load_weights(build_model(cfg, len(vocab), data.features.dim)).to(device).eval()
-    preds, slot_mass = predict(model, data.test_set, cfg, device, args.amp)
+    diag: dict[str, np.ndarray] = {}
+    preds, slot_mass = predict(model, data.test_set, cfg, device, args.amp, diagnostics=diag)
     test, train = data.test, data.train
     gts = np.array([[q.start, q.end] for q in test.queries])
     qids = [q.query_id for q in test.queries]
@@ -101,6 +142,18 @@ def main(argv=None) -> int:
     baselines = {b: evaluate(p, gts) for b, p in base_preds.items()}
     named, rare_source = rare_and_common(cfg, data, qids)
     subsets = evaluate_subsets(preds, gts, {**data.subsets, **named}, query_ids=qids, baselines=base_preds)
+    # where the top-1 error comes from: ranking (which clip) vs regression (its span); train vs test
+    diagnostics = {"all": summarize_diagnostics(diag)}
+    for name in ("rare", "common"):
+        ids = set(named[name])
+        diagnostics[name] = summarize_diagnostics(diag, np.array([q in ids for q in qids], dtype=bool))
+    if cfg.eval.train_probe > 0:
+        n = min(cfg.eval.train_probe, len(data.train_set))
+        tdiag: dict[str, np.ndarray] = {}
+        tpreds, _ = predict(model, Subset(data.train_set, range(n)), cfg, device, args.amp, False, diagnostics=tdiag)
+        tgts = np.array([[q.start, q.end] for q in train.queries[:n]])
+        diagnostics["train_probe"] = {"n": n, **summarize_diagnostics(tdiag),
+                                      **{k: evaluate(tpreds, tgts)[k] for k in ("R1@0.5", "R1@0.7", "mIoU")}}
 
     write_predictions(ev.path("predictions.jsonl"), qids, preds)
     if cfg.eval.figures > 0:
@@ -125,13 +178,15 @@ def main(argv=None) -> int:
 
     g = cfg.mgsl
     ev.write_results(dataset=cfg.data.dataset, split="test", metrics=metrics, baselines=baselines, subsets=subsets,
-                     num_queries=len(preds), rare_source=rare_source, n_params=n_params(model),
+                     num_queries=len(preds), rare_source=rare_source, diagnostics=diagnostics, n_params=n_params(model),
                      train_fraction=cfg.data.train_fraction,
                      ablation={"interaction": g.interaction, "memory": g.memory, "w_align": g.w_align,
                                "hetero": g.hetero})
     log.info("%s: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()), ev.out_dir)
     for b, m in baselines.items():
         log.info("baseline %s: " + " ".join(f"{k}={v:.2f}" for k, v in m.items()), b)
+    for name, dg in diagnostics.items():
+        log.info("diagnostics %s: %s", name, " ".join(f"{k}={v:.2f}" for k, v in dg.items() if v is not None))
     for s, e in subsets.items():
         m = e["metrics"]
         log.info("subset %s (%d queries): R1@0.5=%.2f R1@0.7=%.2f mIoU=%.2f | bow %.2f prior %.2f", s, e["n"],

@@ -9,6 +9,7 @@ import torch
 from common.config import ConfigError, load_config
 from common.tsg.decode import clip_spans, decode_regression
 from mgslnet.config import DEFAULTS, RULES
+from mgslnet.eval import ranking_diagnostics, summarize_diagnostics
 from mgslnet.gcn import CrossModalGCN, edge_mask
 from mgslnet.hetero import HeteroAttention
 from mgslnet.losses import Objective, align_loss, moment_clips, regression_losses
@@ -188,6 +189,28 @@ def test_regression_losses_vanish_at_the_true_distances_only():
     assert reg.abs() < 1e-7 and iou.abs() < 1e-6
     reg2, iou2 = regression_losses(exact + 0.1, start, end, vm, inside)
     assert reg2 > 0.05 and iou2 > 0.1
+
+
+def test_ranking_diagnostics_split_ranking_from_regression_exactly():
+    """Hand-made: 10 clips, moment [0.2, 0.5] (clips 2-4, centre 0.35 -> clip 3). Query 0: the most
+    confident clip (3) is in the moment and regresses it exactly. Query 1: the most confident clip (8)
+    lies outside, but clip 3 regresses the moment exactly: a ranking error, not a regression error.
+    Query 2: clip 3 is on top but every clip's span is [0.45, 0.5] (IoU 1/6): the regression fails."""
+    vm = torch.ones(3, 10, dtype=torch.bool)
+    c = (torch.arange(10) + 0.5) / 10
+    start, end = torch.full((3,), 0.2), torch.full((3,), 0.5)
+    exact = torch.stack([c - 0.2, 0.5 - c], -1)
+    dist = torch.stack([exact, exact, torch.stack([c - 0.45, 0.5 - c], -1)])   # query 2: spans [0.45, 0.5]
+    conf = torch.full((3, 10), -3.0)
+    conf[0, 3] = conf[1, 8] = conf[2, 3] = 2.0
+    d = ranking_diagnostics(conf, dist, start, end, vm)
+    assert d["top1_in_moment"].tolist() == [True, False, True]
+    np.testing.assert_allclose(d["centre_iou"], [1.0, 1.0, 0.05 / 0.3], atol=1e-6)
+    np.testing.assert_allclose(d["best_iou"], [1.0, 1.0, 0.05 / 0.3], atol=1e-6)
+    s = summarize_diagnostics(d)
+    assert s == pytest.approx({"top1_clip_in_moment": 200 / 3, "centre_clip_R1@0.5": 200 / 3, "best_clip_R1@0.5": 200 / 3})
+    assert summarize_diagnostics(d, np.array([False, True, False]))["top1_clip_in_moment"] == 0.0
+    assert summarize_diagnostics(d, np.zeros(3, dtype=bool))["best_clip_R1@0.5"] is None
 
 
 # --------------------------------------------------------------------------- the whole network

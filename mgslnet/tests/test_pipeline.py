@@ -70,6 +70,10 @@ def test_train_eval_beats_the_baselines_with_rare_and_common(tiny_root, tmp_path
     assert subs["rare"]["n"] + subs["common"]["n"] == 80 and subs["first_ten"]["n"] == 10
     assert set(subs["rare"]["baselines"]) == {"bow", "prior", "random"}
     assert res["ablation"] == {"interaction": "gcn", "memory": "both", "w_align": 0.1, "hetero": True}
+    # ranking vs regression, test vs the first training queries (all 128 here)
+    diag = res["diagnostics"]
+    assert set(diag) == {"all", "rare", "common", "train_probe"} and diag["train_probe"]["n"] == 128
+    assert diag["all"]["best_clip_R1@0.5"] >= m["R1@0.5"] and 0 <= diag["all"]["top1_clip_in_moment"] <= 100
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 80 and len(json.loads(lines[0])["pred"]) == 5
     for fig in ("predictions", "memory", "subsets"):
