@@ -34,6 +34,7 @@ def prepare(args) -> None:
 
 def main(argv=None) -> int:
     return run_claim("mgslnet", VARIANTS, argv, metrics=("R1@0.5", "R1@0.7", "mIoU"), prepare=prepare,
+                     subsets=("rare", "common"),
                      title="MGSL-Net claim testbed (tsg_longtail test split, mean ± sample std over seeds)",
                      description=__doc__)
 
