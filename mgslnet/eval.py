@@ -6,7 +6,8 @@ the run directory (or ``--out``):
   (common.tsg.baselines, fitted on the same training queries); ``subsets``: the metrics of every
   named test subset (``meta.json`` ``test_subsets``) plus MGSL-Net's ``rare`` and ``common``
   cases (``eval.rare``: meta.json's rare subset on the embedded set, the content-word rule of
-  mgslnet/rare.py on real annotations), with the baselines on the same queries;
+  mgslnet/rare.py on real annotations), with the baselines on the same queries; on a generated
+  set also the queries binned by the train count of their rarest concept (``frequency_subsets``);
 * ``diagnostics`` in ``results.json``: where the top-1 error comes from, per query set (``ranking_diagnostics``):
   how often the most confident clip lies in the moment (the ranking), R1@0.5 of the span the
   clip at the moment's centre regresses and of the best clip's span (the regression), and R1@0.5
@@ -98,6 +99,30 @@ def predict(net, dataset, cfg, device, amp: bool = False, show_progress: bool = 
     return preds, {k: np.concatenate(v) for k, v in mass.items()}
 
 
+# bins of "how often the query's rarest concept was seen in train" (the rare case is the first)
+FREQUENCY_BINS = ((10, 50), (50, 200), (200, None))
+
+
+def frequency_subsets(meta_path, qids: list[int]) -> dict[str, list[int]]:
+    """On a generated set whose ``meta.json`` records each test query's concepts and the train
+    concept counts: the test queries binned by the train count of their rarest concept
+    (``seen_10-49``, ``seen_50-199``, ``seen_200+``; below 10 is the ``rare`` subset). ``{}``
+    when the file or the fields are absent (real data)."""
+    import json
+    from pathlib import Path
+
+    path = Path(meta_path)
+    if not path.is_file():
+        return {}
+    meta = json.loads(path.read_text())
+    concepts, counts = meta.get("query_concepts", {}).get("test"), meta.get("train_concept_counts")
+    if concepts is None or counts is None:
+        return {}
+    rarest = {q: min((counts.get(c, 0) for c in concepts[q]), default=0) for q in qids if q < len(concepts)}
+    return {f"seen_{lo}-{hi - 1}" if hi else f"seen_{lo}+": [q for q, n in rarest.items() if n >= lo and (hi is None or n < hi)]
+            for lo, hi in FREQUENCY_BINS}
+
+
 def rare_and_common(cfg, data, qids: list[int]) -> tuple[dict[str, list[int]], str]:
     """``{"rare": ids, "common": ids}`` and where ``rare`` came from (``eval.rare``)."""
     src = cfg.eval.rare
@@ -141,10 +166,11 @@ def main(argv=None) -> int:
                   "prior": prior_predictions(train, test, 5), "random": random_predictions(test, 5, ev.seed)}
     baselines = {b: evaluate(p, gts) for b, p in base_preds.items()}
     named, rare_source = rare_and_common(cfg, data, qids)
+    named.update(frequency_subsets(data.root / "meta.json", qids))
     subsets = evaluate_subsets(preds, gts, {**data.subsets, **named}, query_ids=qids, baselines=base_preds)
     # where the top-1 error comes from: ranking (which clip) vs regression (its span); train vs test
     diagnostics = {"all": summarize_diagnostics(diag)}
-    for name in ("rare", "common"):
+    for name in named:
         ids = set(named[name])
         diagnostics[name] = summarize_diagnostics(diag, np.array([q in ids for q in qids], dtype=bool))
     if cfg.eval.train_probe > 0:

@@ -2,6 +2,8 @@
 identity when off, the alignment objective), the heterogeneous attention, the regression head and
 its decoder; padding invariance of the whole network; the configs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from common.config import ConfigError, load_config
 from common.tsg.decode import clip_spans, decode_regression
 from mgslnet.config import DEFAULTS, RULES
-from mgslnet.eval import ranking_diagnostics, summarize_diagnostics
+from mgslnet.eval import frequency_subsets, ranking_diagnostics, summarize_diagnostics
 from mgslnet.gcn import CrossModalGCN, edge_mask
 from mgslnet.hetero import HeteroAttention
 from mgslnet.losses import Objective, align_loss, moment_clips, regression_losses
@@ -211,6 +213,18 @@ def test_ranking_diagnostics_split_ranking_from_regression_exactly():
     assert s == pytest.approx({"top1_clip_in_moment": 200 / 3, "centre_clip_R1@0.5": 200 / 3, "best_clip_R1@0.5": 200 / 3})
     assert summarize_diagnostics(d, np.array([False, True, False]))["top1_clip_in_moment"] == 0.0
     assert summarize_diagnostics(d, np.zeros(3, dtype=bool))["best_clip_R1@0.5"] is None
+
+
+def test_frequency_subsets_bin_queries_by_their_rarest_concept(tmp_path):
+    meta = {"train_concept_counts": {"a": 500, "b": 60, "c": 12, "d": 3},
+            "query_concepts": {"test": [["a"], ["a", "b"], ["a", "c"], ["b", "d"], ["a", "e"], ["b"]]}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    # query 3 (d: 3) and 4 (e: never seen) are rare, i.e. in no bin; query 5 is not evaluated
+    assert frequency_subsets(tmp_path / "meta.json", [0, 1, 2, 3, 4]) == {
+        "seen_10-49": [2], "seen_50-199": [1], "seen_200+": [0]}
+    assert frequency_subsets(tmp_path / "missing.json", [0]) == {}
+    (tmp_path / "meta.json").write_text(json.dumps({"test_subsets": {}}))              # real data: no concepts
+    assert frequency_subsets(tmp_path / "meta.json", [0]) == {}
 
 
 # --------------------------------------------------------------------------- the whole network
