@@ -196,13 +196,15 @@ def test_regression_losses_vanish_at_the_true_distances_only():
 def test_ranking_diagnostics_split_ranking_from_regression_exactly():
     """Hand-made: 10 clips, moment [0.2, 0.5] (clips 2-4, centre 0.35 -> clip 3). Query 0: the most
     confident clip (3) is in the moment and regresses it exactly. Query 1: the most confident clip (8)
-    lies outside, but clip 3 regresses the moment exactly: a ranking error, not a regression error.
+    lies outside (and regresses nothing), but clip 3 regresses the moment exactly: a ranking error,
+    not a regression error.
     Query 2: clip 3 is on top but every clip's span is [0.45, 0.5] (IoU 1/6): the regression fails."""
     vm = torch.ones(3, 10, dtype=torch.bool)
     c = (torch.arange(10) + 0.5) / 10
     start, end = torch.full((3,), 0.2), torch.full((3,), 0.5)
     exact = torch.stack([c - 0.2, 0.5 - c], -1)
     dist = torch.stack([exact, exact, torch.stack([c - 0.45, 0.5 - c], -1)])   # query 2: spans [0.45, 0.5]
+    dist[1, 8] = 0.0                                  # the top clip of query 1 regresses [0.85, 0.85]: IoU 0
     conf = torch.full((3, 10), -3.0)
     conf[0, 3] = conf[1, 8] = conf[2, 3] = 2.0
     d = ranking_diagnostics(conf, dist, start, end, vm)
