@@ -43,7 +43,7 @@ from common.runtime import autocast
 from common.tsg import Vocab, collate_tsg
 from common.tsg.baselines import bow_predictions, prior_predictions, random_predictions
 from common.tsg.decode import to_seconds
-from common.tsg.evaluate import evaluate, evaluate_subsets, write_predictions
+from common.tsg.evaluate import evaluate, evaluate_subsets, iou, write_predictions
 from dscnet.config import DEFAULTS, RULES
 from dscnet.data import load_eval
 from dscnet.model import build_model, decode, deviation_scores, pseudo_segments, select_centres, window_decode
@@ -94,12 +94,8 @@ def event_hits(preds: list[np.ndarray], queries, meta: dict, *, draws: int = 20,
     rng = np.random.default_rng([seed, 0xE7])
 
     def hit(s: float, e: float, vid: str) -> bool:
-        for ev in meta["video_events"][vid]:
-            a, b = ev["span"]
-            inter = max(0.0, min(e, b) - max(s, a))
-            if inter / max(max(e, b) - min(s, a), 1e-9) >= 0.5:
-                return True
-        return False
+        spans = np.array([ev["span"] for ev in meta["video_events"][vid]], dtype=np.float64).reshape(-1, 2)
+        return bool((iou(np.array([s, e]), spans) >= 0.5).any())
 
     top = [(float(p[0][0]), float(p[0][1])) for p in preds]
     real = np.mean([hit(s, e, q.vid) for (s, e), q in zip(top, queries)])

@@ -21,10 +21,19 @@ from __future__ import annotations
 
 import torch
 
-from common.bench import cpu_seconds, peak_memory_bytes
+from common.bench import peak_memory_bytes
 from common.config import load_config
 from common.runtime import autocast
-from common.tsg.bench import Bench, bench_parser, fake_batch, measure_train, profile_table, queries_per_s, seeded_model
+from common.tsg.bench import (
+    Bench,
+    bench_parser,
+    fake_batch,
+    measure_train,
+    profile_table,
+    queries_per_cpu_s,
+    queries_per_s,
+    seeded_model,
+)
 from mgslnet.config import DEFAULTS, RULES
 from mgslnet.losses import Objective
 from mgslnet.model import build_model, decode, n_params
@@ -52,19 +61,6 @@ def bench_shape(shape: dict, cfg, device, amp: bool, iters: int, profile: bool) 
     rec["peak_memory_bytes"] = peak_memory_bytes(device)
     rec.update(infer_rates(model.eval(), batch, device, amp, iters))
     return rec
-
-
-# SHARED-CANDIDATE: queries per CPU-second (common.tsg.bench.queries_per_s is per wall-second, which
-# on a shared CPU measures the other jobs as much as the model).
-def queries_per_cpu_s(infer, batch: int, iters: int) -> float:
-    """``batch`` x calls / the process CPU time (user + system) of ``max(iters, 3)`` calls of
-    ``infer()`` after one warm-up call (CPU only: a GPU's work is not in this process's CPU time)."""
-    infer()
-    n = max(iters, 3)
-    t0 = cpu_seconds()
-    for _ in range(n):
-        infer()
-    return batch * n / max(cpu_seconds() - t0, 1e-9)
 
 
 def infer_rates(model, batch: dict, device, amp: bool, iters: int) -> dict:

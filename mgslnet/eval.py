@@ -40,8 +40,8 @@ from common.tsg.evaluate import evaluate_subsets, write_predictions
 from common.tsg.grid import clip_centres
 from mgslnet.config import DEFAULTS, RULES
 from mgslnet.data import load_data
-from mgslnet.losses import moment_clips
 from mgslnet.figures import plot_memory, plot_queries, plot_subsets
+from mgslnet.losses import moment_clips, span_iou
 from mgslnet.model import build_model, decode, n_params
 from mgslnet.rare import rare_query_ids
 
@@ -55,9 +55,7 @@ def ranking_diagnostics(conf: torch.Tensor, dist: torch.Tensor, start: torch.Ten
     inside = moment_clips(start, end, video_mask)
     spans = clip_spans(dist.float(), video_mask)
     s, e = start.float()[:, None], end.float()[:, None]
-    inter = (torch.minimum(spans[..., 1], e) - torch.maximum(spans[..., 0], s)).clamp_min(0.0)
-    hull = (torch.maximum(spans[..., 1], e) - torch.minimum(spans[..., 0], s)).clamp_min(1e-9)
-    iou = (inter / hull).nan_to_num(0.0) * video_mask
+    iou = span_iou(spans[..., 0], spans[..., 1], s, e, eps=1e-9).nan_to_num(0.0) * video_mask
     top = conf.float().masked_fill(~video_mask, float("-inf")).argmax(1, keepdim=True)
     centre = (clip_centres(video_mask).nan_to_num(float("inf")) - (s + e) / 2).abs().argmin(1, keepdim=True)
     return {"top1_in_moment": inside.gather(1, top)[:, 0].cpu().numpy(),

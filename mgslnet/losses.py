@@ -39,6 +39,12 @@ def moment_clips(start: torch.Tensor, end: torch.Tensor, video_mask: torch.Tenso
     return (idx[None] >= first[:, None]) & (idx[None] <= last[:, None]) & video_mask
 
 
+def span_iou(ps: torch.Tensor, pe: torch.Tensor, s: torch.Tensor, e: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Elementwise temporal IoU of spans [ps, pe] and [s, e] (broadcasting; hull clamped at ``eps``)."""
+    inter = (torch.minimum(pe, e) - torch.maximum(ps, s)).clamp_min(0.0)
+    return inter / (torch.maximum(pe, e) - torch.minimum(ps, s)).clamp_min(eps)
+
+
 def regression_losses(dist: torch.Tensor, start: torch.Tensor, end: torch.Tensor, video_mask: torch.Tensor,
                       inside: torch.Tensor, beta: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
     """(smooth-L1 of the distances, 1 - IoU of the regressed spans), each averaged over the
@@ -49,9 +55,7 @@ def regression_losses(dist: torch.Tensor, start: torch.Tensor, end: torch.Tensor
     w = inside.float() / inside.sum(1, keepdim=True).clamp_min(1).float()       # each pair weighs 1
     l1 = F.smooth_l1_loss(dist.float(), target, beta=beta, reduction="none").sum(-1)
     ps, pe = c - dist[..., 0].float(), c + dist[..., 1].float()
-    inter = (torch.minimum(pe, e) - torch.maximum(ps, s)).clamp_min(0.0)
-    hull = (torch.maximum(pe, e) - torch.minimum(ps, s)).clamp_min(1e-6)
-    iou = inter / hull
+    iou = span_iou(ps, pe, s, e)
     n = start.shape[0]
     return (l1 * w).sum() / n, ((1.0 - iou) * w).sum() / n
 

@@ -115,16 +115,15 @@ def head_loss(task: str, pred: torch.Tensor, y: torch.Tensor, ocular=None) -> to
 def _head(ts: TaskSet, feats: dict[str, torch.Tensor], patch: int, targets=None, landmark_linear: bool = True
           ) -> TaskHead:
     key = "patches" if ts.task == "landmarks" else "cls"
-    grid = tuple(feats["patches"].shape[1:3]) if ts.task == "landmarks" and landmark_linear else None
-    head = TaskHead(ts.task, feats[key].shape[-1], n_outputs(ts), patch, grid)
+    grid = tuple(feats["patches"].shape[1:3]) if ts.task == "landmarks" else None
+    head = TaskHead(ts.task, feats[key].shape[-1], n_outputs(ts), patch, grid if landmark_linear else None)
     head.set_stats(feats[key])
-    head.start_at_prior(ts.targets if targets is None else targets,
-                        tuple(feats["patches"].shape[1:3]) if ts.task == "landmarks" else None)
+    head.start_at_prior(ts.targets if targets is None else targets, grid)
     return head
 
 
 def _fit_head(ts: TaskSet, feats: dict[str, torch.Tensor], idx: np.ndarray, wd: float, epochs: int, patch: int,
-              seed: int, lr: float = 1e-2, landmark_linear: bool = True) -> TaskHead:
+              seed: int, lr: float = 1e-3, landmark_linear: bool = True) -> TaskHead:
     """Full-batch AdamW on cached features, standardised once with the fit set's statistics (an
     L2 penalty ``wd`` on the weights; deterministic: a function of the inputs and seed)."""
     torch.manual_seed(seed)

@@ -9,7 +9,7 @@ real benchmarks' input shapes), :func:`fake_batch` (a collated batch of that sha
 they share: :func:`bench_parser` (the command line), :class:`Bench` (device and AMP, the matmul peak
 per wall- and per CPU-second measured first, the shape loop, the report line, the record),
 :func:`seeded_model` (the benchmarked model), and :func:`measure_train` /
-:func:`profile_table` / :func:`queries_per_s` (the timing of one training step and of inference). A project's ``bench.py`` keeps only its own: the model, the
+:func:`profile_table` / :func:`queries_per_s` / :func:`queries_per_cpu_s` (the timing of one training step and of inference). A project's ``bench.py`` keeps only its own: the model, the
 train and inference steps, and any extra row::
 
     a = bench_parser(__doc__).parse_args(argv)
@@ -146,6 +146,19 @@ def profile_table(step: Callable[[], object], device: torch.device, rows: int = 
 def queries_per_s(infer: Callable[[], object], device: torch.device, batch: int, iters: int) -> float:
     """``batch`` / the median wall time of ``infer()`` (1 warm-up call, at least 3 timed)."""
     return batch / time_fn(infer, device, warmup=1, iters=max(iters, 3))
+
+
+def queries_per_cpu_s(infer: Callable[[], object], batch: int, iters: int) -> float:
+    """``batch`` x calls / the process CPU time (user + system) of ``max(iters, 3)`` calls of
+    ``infer()`` after one warm-up call: on a shared CPU the wall-clock rate of :func:`queries_per_s`
+    measures the other jobs as much as the model (CPU only: a GPU's work is not in this process's
+    CPU time)."""
+    infer()
+    n = max(iters, 3)
+    t0 = cpu_seconds()
+    for _ in range(n):
+        infer()
+    return batch * n / max(cpu_seconds() - t0, 1e-9)
 
 
 class Bench:

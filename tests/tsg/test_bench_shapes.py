@@ -100,3 +100,18 @@ def test_seeded_model_gives_the_same_weights_every_time():
     torch.randn(5)                                               # whatever ran in between
     b = seeded_model(build, {"out": 2}, shape, torch.device("cpu"))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_queries_per_cpu_second_counts_only_the_timed_calls(monkeypatch):
+    clock = [0.0]
+    calls = []
+
+    def infer():                       # each call costs 0.5 CPU-s
+        calls.append(1)
+        clock[0] += 0.5
+
+    monkeypatch.setattr(tsg_bench, "cpu_seconds", lambda: clock[0])
+    # 1 warm-up call (not timed), then max(iters, 3) = 3 timed calls: 4 queries x 3 / 1.5 s
+    assert tsg_bench.queries_per_cpu_s(infer, batch=4, iters=2) == 8.0 and len(calls) == 4
+    calls.clear()
+    assert tsg_bench.queries_per_cpu_s(infer, batch=4, iters=5) == 8.0 and len(calls) == 6
