@@ -31,13 +31,12 @@ def prepare(args) -> None:
     """The embedded set and the two embedders, once, before any variant trains."""
     from common.config import load_config
     from dal_gan.config import DEFAULTS, RULES
-    from dal_gan.data import dataset_dir, generate, load_data
+    from dal_gan.data import ensure_generated, load_data
     from dal_gan.embedders import ensure_embedders
 
     cfg = load_config("dal_gan/configs/claim.yaml", args.overrides, DEFAULTS, RULES)
-    d = dataset_dir(cfg, args.data_root)
-    if cfg.data.embedded and not (d / "metadata.csv").exists():
-        generate(d, cfg)
+    if cfg.data.embedded:
+        ensure_generated(cfg, args.data_root)
     ensure_embedders(cfg, load_data(cfg, args.data_root), args.runs_root)
 
 

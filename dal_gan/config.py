@@ -31,7 +31,7 @@ DEFAULTS = {
     },
     "synthetic": {                     # the embedded world (data.py:generate), ARL-VTF layout; ignored for real data
         "seed": 0,                     # world seed: identities are a pure function of (seed, id)
-        "n_train": 48,                 # RECONSTRUCTED sizes: dev/train subjects
+        "n_train": 160,                # RECONSTRUCTED sizes: dev/train subjects (48 in world v1: too few to generalise, README)
         "n_val": 8,                    # dev/val subjects
         "n_test": 24,                  # test subjects (disjoint identities)
         "render_size": 32,             # rendered frame size (px); crop: full reads it at data.size

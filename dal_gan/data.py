@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import logging
 import math
 import re
@@ -466,6 +467,54 @@ def read_tufts(root: str | Path, cfg, check: DataCheck) -> FaceData:
 
 # =============================================================================== the embedded set
 
+WORLD_VERSION = 2   # 2: identities fixed per split (test subjects do not move with n_train); world.json
+# Identity index of each split's j-th subject: a pure function of (seed, split, j), so the test identities
+# (and their images) are the same whatever n_train and n_val are, and worlds of different sizes compare.
+IDENTITY_BASE = {"dev_train": 0, "dev_val": 50_000, "test": 100_000}
+
+
+def subject_plan(n_train: int, n_val: int, n_test: int) -> list[tuple[str, int, str]]:
+    """(subject name, identity index, split folder) of every embedded subject. Names are positional
+    (S0000 ... in train, val, test order); identity indices are per split (``IDENTITY_BASE``)."""
+    plan = [("dev_train", j) for j in range(n_train)] + [("dev_val", j) for j in range(n_val)] + \
+           [("test", j) for j in range(n_test)]
+    return [(f"S{k:04d}", IDENTITY_BASE[part] + j, "test" if part == "test" else "dev")
+            for k, (part, j) in enumerate(plan)]
+
+
+def world_manifest(cfg) -> dict:
+    """What the embedded set is a function of (``world.json``): the version and ``cfg.synthetic``
+    (less ``workers``) and the split index the lists are written under."""
+    syn = {k: v for k, v in dict(cfg.synthetic).items() if k != "workers"}
+    return {"version": WORLD_VERSION, "split": int(cfg.data.split), "synthetic": syn}
+
+
+def world_is_current(d: str | Path, cfg) -> bool:
+    """True when ``d`` holds the embedded set ``cfg`` describes (its world.json matches)."""
+    w = Path(d) / "world.json"
+    return (Path(d) / "metadata.csv").is_file() and w.is_file() and json.loads(w.read_text()) == \
+        json.loads(json.dumps(world_manifest(cfg)))
+
+
+def ensure_generated(cfg, root: str | Path | None = None, force: bool = False) -> Path:
+    """Write the embedded set under the data root unless it is there and current; a stale one (another
+    world version or settings, e.g. written before version 2) is rewritten, with a log line."""
+    import shutil
+    import time
+
+    d = dataset_dir(cfg, root)
+    if not force and world_is_current(d, cfg):
+        log.info("%s is up to date (world.json matches; --force rewrites it)", d)
+        return d
+    if d.exists():
+        log.info("%s: %s, rewriting it", d, "--force" if force else "stale (world.json differs from the config)")
+        shutil.rmtree(d)
+    t0 = time.perf_counter()
+    generate(d, cfg)
+    log.info("wrote %s in %.1f s", d, time.perf_counter() - t0)
+    return d
+
+
 def _render_subject(args) -> list[dict]:
     """Render one subject's four sequences (thermal + visible per frame) and, for test subjects, the
     colour-blind target. Returns metadata rows; writes the PNGs."""
@@ -528,14 +577,14 @@ def _render_subject(args) -> list[dict]:
 
 def generate(out: str | Path, cfg) -> Path:
     """Write the embedded set (ARL-VTF layout) under ``out``: disjoint train / val / test
-    identities, each with sessions 0010 (baseline, expression, yaw sweep) and 0011 (eyewear),
-    thermal + visible per frame. A pure function of ``cfg.synthetic``."""
+    identities (``subject_plan``), each with sessions 0010 (baseline, expression, yaw sweep) and 0011
+    (eyewear), thermal + visible per frame, and ``world.json``. A pure function of ``cfg.synthetic``."""
     import concurrent.futures as cf
 
     out = Path(out)
     syn = dict(cfg.synthetic)
     n_tr, n_va, n_te = syn["n_train"], syn["n_val"], syn["n_test"]
-    subs = [(f"S{i:04d}", i, "dev" if i < n_tr + n_va else "test") for i in range(n_tr + n_va + n_te)]
+    subs = subject_plan(n_tr, n_va, n_te)
     jobs = [(str(out), s, i, sp, syn) for s, i, sp in subs]
     if syn["workers"] > 1:
         with cf.ProcessPoolExecutor(syn["workers"]) as ex:
@@ -565,6 +614,7 @@ def generate(out: str | Path, cfg) -> Path:
     for p in PROBES:
         idx = [i for i, r in enumerate(rows) if r["subid"] in test and r["camera"] == THERMAL and f"/{p}/" in r["filepath"]]
         (out / "splits" / "test" / f"probes_{p}.txt").write_text("".join(f"{i}\n" for i in idx))
+    (out / "world.json").write_text(json.dumps(world_manifest(cfg), indent=1, sort_keys=True) + "\n")
     return out
 
 
@@ -581,6 +631,10 @@ def load_data(cfg, root: str | Path | None = None, check: str | None = None,
     if cfg.data.embedded and not d.exists():
         raise DatasetNotFoundError(f"the embedded set is not at {d}: write it with `python -m dal_gan.data --generate` "
                                    f"(make data-dal_gan)")
+    if cfg.data.embedded and not world_is_current(d, cfg):
+        raise DatasetNotFoundError(f"the embedded set at {d} is stale: its world.json does not match this config's "
+                                   f"`synthetic` settings (world version {WORLD_VERSION}); rewrite it with `python -m "
+                                   f"dal_gan.data --generate` and the same --config/--set (make data-dal_gan)")
     chk = DataCheck(cfg.data.dir, mode=check or cfg.data.check, log=log_ or log)
     data = (read_arl_vtf if cfg.data.format == "arl_vtf" else read_tufts)(d, cfg, chk)
     if not data.train_subjects and not chk.problems:
@@ -675,17 +729,7 @@ def main(argv=None) -> int:
     if a.generate and not cfg.data.embedded:
         print(f"{a.config}: data.embedded is false ({d} is a real dataset): nothing to generate, checking it")
     elif a.generate:
-        if (d / "metadata.csv").exists() and not a.force:
-            print(f"{d} exists (pass --force to rewrite it)")
-        else:
-            import shutil
-            import time
-
-            if d.exists():
-                shutil.rmtree(d)
-            t0 = time.perf_counter()
-            generate(d, cfg)
-            print(f"wrote {d} in {time.perf_counter() - t0:.1f} s")
+        ensure_generated(cfg, a.data_root, a.force)
     if a.build_manifest:
         print(f"wrote {build_tufts_manifest(d, cfg)}")
     data = load_data(cfg, a.data_root)

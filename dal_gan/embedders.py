@@ -155,21 +155,45 @@ def visible_sets(data: FaceData, store: ImageStore) -> tuple[torch.Tensor, torch
     return x, y, val
 
 
+def training_fingerprint(cfg, data: FaceData) -> str:
+    """What a default-path embedder was trained from: the embedder settings, the image size and every
+    training image (path, size in bytes, modification time). A rewritten dataset (e.g. a new embedded
+    world) changes it, so a stale embedder is retrained instead of silently reused."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps([dict(cfg.embedders), cfg.data.size, cfg.data.box_margin], sort_keys=True).encode())
+    for s, im in data.visible_train:
+        st = Path(im.path).stat()
+        h.update(f"{s}|{im.path}|{im.box}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def ensure_embedders(cfg, data: FaceData, runs: str | Path | None = None, force: bool = False,
                      which: tuple[str, ...] = ("loss", "eval")) -> dict[str, Path]:
-    """Train whichever default-path embedder is missing (or all with ``force``); returns the paths."""
+    """Train whichever default-path embedder is missing or stale (trained from other images or settings:
+    ``training_fingerprint``), or all with ``force``; returns the paths. A path named in the config is
+    used as it is."""
     store = ImageStore(cfg.data.size, cfg.data.box_margin)
-    out, sets = {}, None
+    out, sets, fp = {}, None, None
     for w in which:
         path = embedder_path(cfg, w, runs)
         out[w] = path
-        if path.exists() and not force:
-            log.info("%s embedder: %s (exists)", w, path)
-            continue
-        if (cfg.identity.embedder if w == "loss" else cfg.eval.matcher):
+        named = bool(cfg.identity.embedder if w == "loss" else cfg.eval.matcher)
+        if named and not path.exists():
             raise FileNotFoundError(f"{w} embedder {path} (named in the config) does not exist")
+        if path.exists() and (named or not force):
+            fp = fp or training_fingerprint(cfg, data)
+            was = safe_load(path).get("info", {}).get("fingerprint") if not named else fp
+            if was == fp:
+                log.info("%s embedder: %s (exists)", w, path)
+                continue
+            log.info("%s embedder %s was trained on other data or settings (fingerprint %s, now %s): retraining",
+                     w, path, was, fp)
+        fp = fp or training_fingerprint(cfg, data)
         sets = sets or visible_sets(data, store)
         m, info = train_embedder(w, cfg, sets[0], sets[1], len(data.train_subjects), sets[2])
+        info["fingerprint"] = fp
         save_embedder(m, path, info)
         log.info("%s embedder -> %s (%s)", w, path, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                              for k, v in info.items()))

@@ -207,3 +207,46 @@ def test_generate_refuses_nothing_silently(tmp_path):
     cfg = tiny_cfg()
     with pytest.raises(DatasetNotFoundError, match="python -m dal_gan.data --generate"):
         load_data(cfg, tmp_path)
+
+
+def test_test_identities_do_not_move_with_the_training_set_size(tmp_path):
+    """World v2: a split's j-th subject has a fixed identity, so worlds with more training identities
+    are evaluated on the same test faces (in world v1 the test identities followed n_train)."""
+    from dal_gan.data import _render_subject, subject_plan
+
+    small, large = subject_plan(6, 2, 4), subject_plan(160, 8, 4)
+    test_ids = [i for _, i, sp in small if sp == "test"]
+    assert test_ids == [i for _, i, sp in large if sp == "test"]
+    assert [n for n, _, sp in large if sp == "test"] == ["S0168", "S0169", "S0170", "S0171"]   # names: positional
+    ids = [i for _, i, _ in large]
+    assert len(set(ids)) == len(ids)                                                    # disjoint identities
+    syn = dict(tiny_cfg().synthetic)
+    a = _render_subject((str(tmp_path / "a"), "S0006", test_ids[0], "test", syn))
+    b = _render_subject((str(tmp_path / "b"), "S0168", test_ids[0], "test", syn))
+    assert len(a) == len(b) > 0
+    for ra, rb in zip(a, b):                                      # the same images under another name
+        pa = tmp_path / "a" / ra["filepath"]
+        pb = tmp_path / "b" / rb["filepath"]
+        assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
+
+
+def test_a_stale_embedded_set_is_refused_and_rewritten(world, tmp_path):
+    """An embedded set written for other settings (or by world v1, without world.json) is not read
+    as if it were this config's: load_data names the problem; --generate rewrites it."""
+    import shutil
+
+    from dal_gan.data import ensure_generated, world_is_current
+
+    root = tmp_path / "data"
+    shutil.copytree(Path(world[0]) / "dal_gan_synthetic", root / "dal_gan_synthetic")
+    cfg = tiny_cfg()
+    assert world_is_current(root / "dal_gan_synthetic", cfg)
+    other = tiny_cfg("synthetic.n_test=3")
+    with pytest.raises(DatasetNotFoundError, match="stale"):
+        load_data(other, root)
+    (root / "dal_gan_synthetic" / "world.json").unlink()                 # as world v1 left it
+    with pytest.raises(DatasetNotFoundError, match="stale"):
+        load_data(cfg, root)
+    ensure_generated(other, root)
+    assert world_is_current(root / "dal_gan_synthetic", other)
+    assert len({s.subject for v in load_data(other, root).probes.values() for s in v}) == 3

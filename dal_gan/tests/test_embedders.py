@@ -33,3 +33,38 @@ def test_colour_jitter_changes_colour_and_keeps_geometry():
     assert y.shape == x.shape and not torch.allclose(y, x)
     inside, outside = y[:, :, 4:8, 4:8], y[:, :, 10:, 10:]
     assert (inside.mean((1, 2, 3)) != outside.mean((1, 2, 3))).all()     # the square is still where it was
+
+
+def test_a_default_path_embedder_trained_on_other_data_is_retrained(world, tmp_path, caplog):
+    """The default-path embedders are keyed by dataset folder and size; a rewritten dataset (a new
+    embedded world) must not reuse them silently: the training fingerprint differs, so they retrain."""
+    import logging
+    import os
+    import shutil
+
+    from dal_gan.data import load_data
+    from dal_gan.embedders import ensure_embedders, training_fingerprint
+
+    root, runs = world
+    cfg = tiny_cfg()
+    data = load_data(cfg, root)
+    lp = embedder_path(cfg, "loss", runs)
+    fp = safe_load(lp)["info"]["fingerprint"]
+    assert fp == training_fingerprint(cfg, data)
+    runs2 = tmp_path / "runs"
+    shutil.copytree(lp.parent, embedder_path(cfg, "loss", runs2).parent)
+    with caplog.at_level(logging.INFO, "dal_gan.embedders"):
+        ensure_embedders(cfg, data, runs2, which=("loss",))
+    assert "(exists)" in caplog.text and "retraining" not in caplog.text
+    first = data.visible_train[0][1].path                                # one training image rewritten later
+    st = os.stat(first)
+    try:
+        os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert training_fingerprint(cfg, data) != fp
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "dal_gan.embedders"):
+            ensure_embedders(cfg, data, runs2, which=("loss",))
+        assert "retraining" in caplog.text
+        assert safe_load(embedder_path(cfg, "loss", runs2))["info"]["fingerprint"] == training_fingerprint(cfg, data)
+    finally:
+        os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
