@@ -67,6 +67,17 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return 2.0 * n**3 / t
 
 
+def matmul_peak_pair(device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """(FLOP/s per wall-second of the fastest call, FLOP per CPU-second over all calls) of
+    :func:`matmul_peak` (n = 1024 on CPU, 8192 on CUDA; exactly 3 warm-up + 10 timed matmuls, so
+    the CPU-seconds divide a known FLOP count). Per CPU-second, the same 13 matmuls are robust to
+    other processes on a shared CPU."""
+    n = 8192 if device.type == "cuda" else 1024
+    c0 = cpu_seconds()
+    peak = matmul_peak(device, dtype, n=n, iters=10, min_time_s=0.0)  # exactly 13 calls: the CPU-second count
+    return peak, 13 * 2.0 * n**3 / max(cpu_seconds() - c0, 1e-9)
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` (forward and, if ``fn`` calls backward, backward) as counted
     by ``torch.utils.flop_counter`` (matmuls/convolutions/attention; elementwise ops are free)."""

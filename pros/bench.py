@@ -24,7 +24,7 @@ import torch
 from common.bench import (
     count_flops,
     cpu_seconds,
-    matmul_peak,
+    matmul_peak_pair,
     peak_memory_bytes,
     reset_peak_memory,
     time_fn,
@@ -129,10 +129,7 @@ def main(argv=None) -> int:
     batch = a.batch or (64 if device.type == "cuda" else 4)
     iters = a.iters or (10 if device.type == "cuda" else 2)
     dtype = amp_dtype(device) if amp else torch.float32
-    c0 = cpu_seconds()
-    peak = matmul_peak(device, dtype)
-    n_mm = 1024 if device.type == "cpu" else 8192
-    peak_cpu = 13 * 2.0 * n_mm**3 / max(cpu_seconds() - c0, 1e-9)
+    peak, peak_cpu = matmul_peak_pair(device, dtype)   # per wall-second (fastest call) and per CPU-second
     rec = {"project": "pros", "device": str(device), "amp": amp, "dtype": str(dtype),
            "torch_threads": torch.get_num_threads(), "matmul_peak_flops": peak, "matmul_peak_flops_per_cpu_s": peak_cpu,
            "model": cfg.model.to_dict(), "head": cfg.head.to_dict()}

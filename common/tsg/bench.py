@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.bench import count_flops, cpu_seconds, matmul_peak, reset_peak_memory, time_fn, write_bench
+from common.bench import count_flops, cpu_seconds, matmul_peak_pair, reset_peak_memory, time_fn, write_bench
 from common.data import REPO_ROOT, build_loader
 from common.runtime import amp_dtype, resolve_device, seed_everything
 from common.tsg.dataset import TSGDataset, collate_tsg
@@ -96,16 +96,6 @@ def bench_parser(doc: str, *, iters: int = 2) -> argparse.ArgumentParser:
                     help="no torch.profiler table of a training step (otherwise one, for the first shape)")
     ap.add_argument("--runs-root", default=None)
     return ap
-
-
-def matmul_peak_pair(device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
-    """(FLOP/s per wall-second of the fastest call, FLOP per CPU-second over all calls) of
-    :func:`common.bench.matmul_peak` (n = 1024 on CPU, 8192 on CUDA; 3 warm-up + 10 timed matmuls). Per CPU-second, the same 13 matmuls are
-    robust to other processes on a shared CPU."""
-    n = 8192 if device.type == "cuda" else 1024
-    c0 = cpu_seconds()
-    peak = matmul_peak(device, dtype, n=n, iters=10, min_time_s=0.0)  # exactly 13 calls: the CPU-second count
-    return peak, 13 * 2.0 * n**3 / max(cpu_seconds() - c0, 1e-9)
 
 
 def seeded_model(build: Callable[..., torch.nn.Module], cfg, shape: dict, device: torch.device,
