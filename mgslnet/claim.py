@@ -1,6 +1,7 @@
 """MGSL-Net's claim testbed: one named component off at a time, 3 seeds each (common.claim), on the
-embedded long-tail set (data/tsg_longtail: a long-tailed train split, a concept-balanced test
-split, so many test queries are rare cases).
+embedded long-tail set (data/tsg_longtail: a long-tailed train split, a flatter test split so
+that 182 of its 1,071 queries are rare cases, concept embeddings aligned with the word vectors,
+objects in families around frequent ones; mgslnet/data.py LONGTAIL).
 
 The abstract claims that the memory (domain-specific, persistent, recording cross-modal shared
 semantics) lets the model handle rare cases, next to the cross-modal GCN and the heterogeneous

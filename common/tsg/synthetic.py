@@ -128,7 +128,7 @@ def generate(out_dir: str | Path, seed: int = 0, preset: str = "v2", **knobs) ->
     rare = [i for i, names in enumerate(concepts["test"]) if min(counts.get(c, 0) for c in names) < RARE_BELOW]
     subsets["rare"] = rare
     meta = {
-        "generator": "common.tsg.synthetic", "preset": "v2", "seed": seed, "knobs": asdict(k),
+        "generator": "common.tsg.synthetic", "preset": "v2", "seed": seed, "knobs": _recorded(k),
         "counts": {"train_videos": k.train_videos, "test_videos": k.test_videos,
                    "train_queries": len(recs["train"]), "test_queries": len(recs["test"]), "vocabulary": len(words)},
         "train_concept_counts": dict(sorted(counts.items())),
@@ -144,6 +144,19 @@ def generate(out_dir: str | Path, seed: int = 0, preset: str = "v2", **knobs) ->
     return out
 
 
+# knobs added after the v2 release: meta.json records them only when they are on, so every
+# world made without them keeps its bytes (and its stale_reason) unchanged
+LATER_KNOBS = {"object_families": 0, "family_share": 0.9}
+
+
+def _recorded(k: Knobs) -> dict:
+    rec = asdict(k)
+    if rec["object_families"] == 0:
+        for name in LATER_KNOBS:
+            rec.pop(name)
+    return rec
+
+
 def stale_reason(out_dir: str | Path, seed: int = 0, preset: str = "v2", **knobs) -> str | None:
     """Why ``out_dir`` does not hold the set ``generate(out_dir, seed, preset, **knobs)`` would
     write (no ``meta.json``, another preset, seed or knob value), or ``None`` when it does. A set
@@ -152,11 +165,13 @@ def stale_reason(out_dir: str | Path, seed: int = 0, preset: str = "v2", **knobs
     if not meta_path.is_file():
         return f"{meta_path} does not exist"
     meta = json.loads(meta_path.read_text())
-    want = asdict(V1Knobs(**knobs) if preset == "v1" else Knobs(**knobs))
+    want = asdict(V1Knobs(**knobs)) if preset == "v1" else _recorded(Knobs(**knobs))
     have_preset = meta.get("preset", "v1")
     if have_preset != preset or meta.get("seed") != seed:
         return f"{meta_path}: preset {have_preset}, seed {meta.get('seed')}; wanted preset {preset}, seed {seed}"
-    diff = {k: (meta.get("knobs", {}).get(k), v) for k, v in want.items() if meta.get("knobs", {}).get(k) != v}
+    have = meta.get("knobs", {})
+    keys = [*want, *(k for k in LATER_KNOBS if k in have and k not in want)]  # a later knob on there, off here
+    diff = {k: (have.get(k), want.get(k)) for k in keys if have.get(k) != want.get(k)}
     if diff:
         return f"{meta_path}: knobs differ (have, want): " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
     return None

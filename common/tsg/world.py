@@ -25,6 +25,10 @@ the real file formats; ``common/tsg/README.md`` says which paper's claim each kn
 * **Realistic statistics** (``stats="charades"``): durations, moment lengths, start positions and
   queries per video are drawn from ``common.tsg.stats.CHARADES_STA_TRAIN`` (the real train file),
   subject to the events of a video not overlapping.
+* **Object families** (``object_families``, ``family_share``): the objects' word vectors share
+  one of F prototypes, so a rare object has a frequent relative (family = Zipf rank mod F); with
+  ``aligned_space`` its clips resemble the relative's too, as rare words and their frequent
+  neighbours do in real word vectors and joint vision-language features.
 * **Aligned space** (``aligned_space``): concept embeddings (and additive signatures) are a fixed
   random orthonormal map of the concepts' word vectors (as with features from a joint
   vision-language encoder) instead of independent random vectors.
@@ -77,7 +81,7 @@ EXTRA_GLOVE = ("the", "a", "of", "and", "to", "in", "is", "it", "that", "for", "
 KINDS = (("action", [a[0] for a in ACTIONS]), ("object", OBJECTS), ("modifier", MODIFIERS))
 
 # named random streams: a purpose's draws never shift another's
-STREAMS = {"world": 1, "glove": 2, "layout": 3, "features": 4, "glance": 5}
+STREAMS = {"world": 1, "glove": 2, "layout": 3, "features": 4, "glance": 5, "families": 6}
 SHORT_RELATIVE = 0.1          # the `short` subset: moment shorter than 10 % of its video
 RARE_BELOW = 10               # the `rare` subset: a concept seen < 10 times in train (MGSL-Net)
 CHARADES_DURATION_CLIP = (10.0, 90.0)  # s; the real range is 5.5-194 s, the tails are clipped
@@ -112,6 +116,8 @@ class Knobs:
     binding_dim: int = 32            # concept embedding size inside the binding
     binding_hidden: int = 128        # hidden units of the binding MLP
     aligned_space: bool = False      # concept embeddings = fixed random rotation of word vectors
+    object_families: int = 0         # 0: off; F: object word vectors share one of F prototypes (Zipf rank mod F)
+    family_share: float = 0.9        # object_families only: variance share of the family prototype
     duration_min: float = 20.0       # stats=uniform only
     duration_max: float = 40.0       # stats=uniform only
     moment_min: float = 0.12         # stats=uniform only (fraction of the duration)
@@ -138,7 +144,10 @@ class Knobs:
             raise ValueError(f"binding must be 'multiplicative' or 'additive', got {self.binding!r}")
         if self.queries_per_video < 0 or self.distractors < 0 or self.max_queries < 1:
             raise ValueError("queries_per_video >= 0 (0: from the statistics), max_queries >= 1, distractors >= 0")
-        for name in ("hard_negative", "order_negative", "relation_frac", "short_frac", "loc_bias", "modifier_prob"):
+        if not 0 <= self.object_families <= len(OBJECTS):
+            raise ValueError(f"object_families must be in [0, {len(OBJECTS)}], got {self.object_families}")
+        for name in ("hard_negative", "order_negative", "relation_frac", "short_frac", "loc_bias", "modifier_prob",
+                     "family_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -217,6 +226,12 @@ class World:
                   for s, a in (("train", k.zipf), ("test", k.zipf if k.test_zipf is None else k.test_zipf))}
         grng = stream(seed, "glove")
         self.word_base = {kind: grng.standard_normal((n, k.glove_dim)) for kind, n in sizes.items()}
+        if k.object_families:  # off: nothing drawn, so every other world is unchanged
+            # family = Zipf rank mod F: each family is headed by one of the F most frequent objects
+            protos = stream(seed, "families").standard_normal((k.object_families, k.glove_dim))
+            fam = perm["object"] % k.object_families
+            self.word_base["object"] = (np.sqrt(k.family_share) * protos[fam]
+                                        + np.sqrt(1.0 - k.family_share) * self.word_base["object"])
         self.glove_rng = grng  # continues in glove_lines (noise per surface form, other words)
         d, r = k.feature_dim, k.binding_dim
         if k.aligned_space:

@@ -176,3 +176,20 @@ def test_bad_data_fails_before_anything_is_written(tiny_root, tmp_path, capsys):
     with pytest.raises(DatasetNotFoundError, match=r"MISSING .*glove\.txt"):
         mgsl_train.main(_args(root, 1, tmp_path / "r3"))
     assert not (tmp_path / "r3").exists()
+
+
+def test_the_embedded_set_is_kept_while_its_knobs_match_and_regenerated_otherwise(tmp_path, monkeypatch):
+    """``make -C mgslnet data`` (generate_longtail) writes LONGTAIL's world once, reuses it while its
+    seed and knobs are LONGTAIL's, and regenerates a set made by another default (an old
+    data/tsg_longtail is never silently scored as the new world). Tiny sizes, the default's other knobs."""
+    knobs = {**mgsl_data.LONGTAIL["knobs"], "train_videos": 12, "test_videos": 6}
+    monkeypatch.setitem(mgsl_data.LONGTAIL, "knobs", knobs)
+    out = mgsl_data.generate_longtail(tmp_path)
+    meta = json.loads((out / "meta.json").read_text())
+    assert out == tmp_path / "tsg_longtail" and meta["seed"] == mgsl_data.LONGTAIL["seed"]
+    assert all(meta["knobs"][k] == v for k, v in knobs.items())
+    stamp = (out / "features.h5").stat().st_mtime_ns
+    assert mgsl_data.generate_longtail(tmp_path) == out and (out / "features.h5").stat().st_mtime_ns == stamp
+    monkeypatch.setitem(mgsl_data.LONGTAIL, "knobs", {**knobs, "aligned_space": not knobs["aligned_space"]})
+    mgsl_data.generate_longtail(tmp_path)
+    assert json.loads((out / "meta.json").read_text())["knobs"]["aligned_space"] is not knobs["aligned_space"]

@@ -173,6 +173,36 @@ def test_aligned_space_is_a_rotation_of_the_word_vectors():
     assert World(Knobs(aligned_space=True), seed=0).table.shape == (len(PHASES), len(OBJECTS), 7, 64)
 
 
+def test_object_families_give_each_rare_object_a_frequent_relative_in_words_and_clips(tmp_path):
+    """object_families=F: an object's word vector is mostly its family's prototype (family = Zipf
+    rank mod F, headed by one of the F most frequent objects); with aligned_space its clip patterns
+    follow. Off (0), nothing is drawn: the world and meta.json are those of a build without it."""
+    def cos(x):
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return x @ x.T
+    k = dict(zipf=2.0, aligned_space=True)
+    plain, fam = World(Knobs(**k), seed=0), World(Knobs(**k, object_families=5), seed=0)
+    rank = np.argsort(np.argsort(-plain.p["train"]["object"]))  # 0 = the most frequent object
+    heads = np.flatnonzero(rank < 5)
+    for w, close in ((fam, True), (plain, False)):
+        c = cos(w.word_base["object"])
+        for i in np.flatnonzero(rank >= 5):  # every non-head: its own family's head is its nearest head
+            head = heads[rank[heads] == rank[i] % 5][0]
+            assert (c[i, head] > 0.7) == close and (c[i, heads].argmax() == list(heads).index(head) or not close)
+        t = cos(w.table[:, :, 0].transpose(1, 0, 2).reshape(len(OBJECTS), -1))  # each object's frames, all phases
+        for r in range(15, 20):  # the five rarest objects
+            j, head = int(np.flatnonzero(rank == r)[0]), heads[rank[heads] == r % 5][0]
+            assert (t[j, head] > 0.7 and t[j, heads].max() == t[j, head]) == close and (close or t[j, heads].max() < 0.5)
+    np.testing.assert_array_equal(plain.word_base["action"], fam.word_base["action"])
+    with pytest.raises(ValueError, match="object_families"):
+        Knobs(object_families=21).check()
+    meta = _meta(generate(tmp_path / "f", 0, train_videos=12, test_videos=6, object_families=5))
+    assert meta["knobs"]["object_families"] == 5 and meta["knobs"]["family_share"] == 0.9
+    assert "object_families" not in _meta(generate(tmp_path / "p", 0, train_videos=12, test_videos=6))["knobs"]
+    assert stale_reason(tmp_path / "f", 0, train_videos=12, test_videos=6, object_families=5) is None
+    assert "object_families" in stale_reason(tmp_path / "f", 0, train_videos=12, test_videos=6)
+
+
 def test_hard_negatives_relations_and_subsets(tmp_path):
     d = generate(tmp_path / "d", seed=2, train_videos=60, test_videos=60, relation_frac=0.5)
     meta = _meta(d)
