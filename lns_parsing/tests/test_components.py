@@ -45,15 +45,18 @@ def test_sliding_window_of_a_pointwise_net_equals_whole_volume_at_any_window():
 
 # ------------------------------------------------------------------ key-organ auto-search
 
-def test_gate_search_finds_the_informative_channel():
+@pytest.mark.parametrize("temperature", [0.0, 0.67])
+def test_gate_search_finds_the_informative_channel(temperature):
     """Toy task: the target is organ channel 2 (of 5); the other channels are noise masks. After a
-    short training with the sparsity term the gate of channel 2 is the largest by a margin."""
+    short training with the sparsity term the gate of channel 2 is the largest by a margin, with
+    deterministic gates and with the binary-concrete draws the pipeline uses."""
     from lns_parsing.losses import Objective
     from lns_parsing.search import rank_gates
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = SegNet(nn.Sequential(nn.Conv3d(6, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 2, 1)), gated=5)
+    net = SegNet(nn.Sequential(nn.Conv3d(6, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 2, 1)), gated=5,
+                 temperature=temperature)
     opt = torch.optim.Adam([{"params": net.net.parameters(), "lr": 1e-2}, {"params": net.gate.parameters(), "lr": 0.1}])
     obj = Objective(lam=0.05)
     for _ in range(60):
@@ -68,6 +71,25 @@ def test_gate_search_finds_the_informative_channel():
     ranking = rank_gates(gates, ["a", "b", "c", "d", "e"])
     assert ranking[0][0] == "c", ranking
     assert ranking[0][1] > ranking[1][1] + 0.2, ranking
+
+
+def test_stochastic_gate_draws_per_sample_while_training_and_is_g_in_eval():
+    """Training: each sample's organ channel k is scaled by a binary-concrete draw in (0, 1) (so the
+    next layer cannot absorb the gate by rescaling); the draws follow sigmoid(a_k) (a large logit
+    keeps the channel, a small one drops it). Eval: exactly g_k = sigmoid(a_k)."""
+    from lns_parsing.model import OrganGate
+
+    gate = OrganGate(3, temperature=0.67)
+    with torch.no_grad():
+        gate.logits.copy_(torch.tensor([6.0, 0.0, -6.0]))
+    ctx = torch.ones(2000, 3, 2, 2, 2)
+    torch.manual_seed(0)
+    z = gate.train()(ctx)[:, :, 0, 0, 0]
+    assert not torch.allclose(z[0], z[1])                          # per-sample draws
+    keep = (z > 0.5).float().mean(0)
+    assert keep[0] > 0.97 and 0.4 < keep[1] < 0.6 and keep[2] < 0.03, keep
+    torch.testing.assert_close(gate.eval()(ctx), ctx * torch.sigmoid(gate.logits).view(1, 3, 1, 1, 1))
+    assert OrganGate(3, temperature=0.0).train()(ctx).eq(0.5).all()  # temperature 0: deterministic g_k
 
 
 def test_select_organs_keeps_the_top_k_gates():

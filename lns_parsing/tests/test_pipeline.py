@@ -122,16 +122,17 @@ def test_killed_mid_epoch_resumes_exactly(tiny_root, tmp_path, nproc):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 21 open: measured 2026-12-02 (load ~20) the method 34.9 +- 9.7 Dice "
-                   "vs atlas 38.8 +- 7.9 (margin on true organs 47.1 +- 5.2); XPASS means the recipe now works")
-def test_tiny_cv_beats_the_atlas(tmp_path):
-    """Context from true organs, 2 folds of 4 patients at 10 mm: the LNS net beats the majority atlas."""
+def test_tiny_cv_beats_the_atlas(tmp_path, context="all"):
+    """Context from true organs, 2 folds of 4 patients at 10 mm, the default LR and 300 steps: the LNS
+    net beats the majority atlas and the CT-only net of the same folds by 3 Dice points each. (Seen
+    failing with ``context`` = two distractor organs, "carotid_L,subclavian_L".)"""
     root = tmp_path / "data"
     generate(root / "lns_phantom", seed=5, n_dev=2, n_cv=8)
     run = tmp_path / "run"
-    sets = ["lns.organs=all", "lns.organ_source=gt", "lns.ct_only_baseline=false", "lns.steps=300",
-            "model.filters=[8,16,32]", "train.lr=0.01", "train.samples_per_case=4"]
+    sets = [f"lns.organs={context}", "lns.organ_source=gt", "lns.ct_only_baseline=true", "lns.steps=300",
+            "model.filters=[16,32,64]", "train.samples_per_case=4"]
     train.main(_args(root, run, sets=sets))
     lns_eval.main(["--data-root", str(root), "--run-dir", str(run), "--device", "cpu"])
     res = json.loads((run / "results.json").read_text())
-    assert res["metrics"]["Dice"] > res["baselines"]["atlas"]["Dice"] + 3, (res["metrics"]["Dice"], res["baselines"])
+    dice, base = res["metrics"]["Dice"], {k: v["Dice"] for k, v in res["baselines"].items()}
+    assert dice > base["atlas"] + 3 and dice > base["ct_only"] + 3, (dice, base)
