@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from common.bench import count_flops, matmul_peak, peak_memory_bytes, reset_peak_memory, sync, time_fn, write_bench
+from common.bench import count_flops, matmul_peak_pair, peak_memory_bytes, reset_peak_memory, sync, time_fn, write_bench
 from common.config import load_config
 from common.runtime import autocast, resolve_device
 from lns_parsing.config import DEFAULTS
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     cfg = load_config(None, [], DEFAULTS)
     torch.manual_seed(0)
     rec: dict = {"device": str(device), "amp": a.amp, "threads": torch.get_num_threads(), "train": {}}
-    peak = matmul_peak(device, torch.float32, n=256 if a.quick else None)
-    rec["matmul_peak_flops"] = peak
+    peak, peak_cpu = matmul_peak_pair(device, torch.float32)   # per wall-second (fastest call) and per CPU-second
+    rec["matmul_peak_flops"], rec["matmul_peak_flops_per_cpu_s"] = peak, peak_cpu
     for p in a.patches:
         model = build_model(cfg, 7, 13).to(device)
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
@@ -63,10 +63,12 @@ def main(argv=None) -> int:
         reset_peak_memory(device)
         c0 = time.process_time()
         t = time_fn(step, device, warmup=1, iters=a.iters)
+        cpu_step = (time.process_time() - c0) / (a.iters + 1)
+        # per CPU-second (robust to other processes on a shared CPU) beside the wall-clock fraction
         rec["train"][str(p)] = {"s_per_step": t, "voxels_per_s": 2 * p**3 / t, "gflop_per_step": flops / 1e9,
                                 "flop_fraction_of_matmul_peak": flops / t / peak,
-                                "cpu_s_per_step": (time.process_time() - c0) / (a.iters + 1),
-                                "peak_memory_bytes": peak_memory_bytes(device)}
+                                "flop_fraction_of_matmul_peak_cpu_time": flops / cpu_step / peak_cpu,
+                                "cpu_s_per_step": cpu_step, "peak_memory_bytes": peak_memory_bytes(device)}
     model = build_model(cfg, 7, 13).to(device).eval()
     vol = torch.rand(1, 7, *a.volume, device=device)
     with autocast(device, a.amp):
