@@ -179,18 +179,19 @@ def ensure_embedders(cfg, data: FaceData, runs: str | Path | None = None, force:
     for w in which:
         path = embedder_path(cfg, w, runs)
         out[w] = path
-        named = bool(cfg.identity.embedder if w == "loss" else cfg.eval.matcher)
-        if named and not path.exists():
-            raise FileNotFoundError(f"{w} embedder {path} (named in the config) does not exist")
-        if path.exists() and (named or not force):
-            fp = fp or training_fingerprint(cfg, data)
-            was = safe_load(path).get("info", {}).get("fingerprint") if not named else fp
+        if cfg.identity.embedder if w == "loss" else cfg.eval.matcher:      # named in the config: as it is
+            if not path.exists():
+                raise FileNotFoundError(f"{w} embedder {path} (named in the config) does not exist")
+            log.info("%s embedder: %s (named in the config)", w, path)
+            continue
+        fp = fp or training_fingerprint(cfg, data)
+        if path.exists() and not force:
+            was = safe_load(path).get("info", {}).get("fingerprint")
             if was == fp:
                 log.info("%s embedder: %s (exists)", w, path)
                 continue
             log.info("%s embedder %s was trained on other data or settings (fingerprint %s, now %s): retraining",
                      w, path, was, fp)
-        fp = fp or training_fingerprint(cfg, data)
         sets = sets or visible_sets(data, store)
         m, info = train_embedder(w, cfg, sets[0], sets[1], len(data.train_subjects), sets[2])
         info["fingerprint"] = fp

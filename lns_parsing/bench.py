@@ -18,7 +18,16 @@ import time
 
 import torch
 
-from common.bench import count_flops, matmul_peak_pair, peak_memory_bytes, reset_peak_memory, sync, time_fn, write_bench
+from common.bench import (
+    count_flops,
+    cpu_seconds,
+    matmul_peak_pair,
+    peak_memory_bytes,
+    reset_peak_memory,
+    sync,
+    time_fn,
+    write_bench,
+)
 from common.config import load_config
 from common.runtime import autocast, resolve_device
 from lns_parsing.config import DEFAULTS
@@ -61,9 +70,9 @@ def main(argv=None) -> int:
 
         flops = count_flops(step)
         reset_peak_memory(device)
-        c0 = time.process_time()
+        c0 = cpu_seconds()
         t = time_fn(step, device, warmup=1, iters=a.iters)
-        cpu_step = (time.process_time() - c0) / (a.iters + 1)
+        cpu_step = (cpu_seconds() - c0) / (a.iters + 1)
         # per CPU-second (robust to other processes on a shared CPU) beside the wall-clock fraction
         rec["train"][str(p)] = {"s_per_step": t, "voxels_per_s": 2 * p**3 / t, "gflop_per_step": flops / 1e9,
                                 "flop_fraction_of_matmul_peak": flops / t / peak,

@@ -38,13 +38,13 @@ class OrganGate(nn.Module):
         return torch.sigmoid(self.logits)
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
-        shape = (ctx.shape[0], -1, *([1] * (ctx.dim() - 2)))
+        spatial = [1] * (ctx.dim() - 2)
         if self.training and self.temperature > 0:
             u = torch.rand((ctx.shape[0], self.logits.numel()), device=ctx.device, dtype=self.logits.dtype)
             u = u.clamp(1e-6, 1 - 1e-6)
             z = torch.sigmoid((self.logits + torch.log(u) - torch.log1p(-u)) / self.temperature)
-            return ctx * z.to(ctx.dtype).view(shape)
-        return ctx * self.gates().view(1, -1, *([1] * (ctx.dim() - 2)))
+            return ctx * z.to(ctx.dtype).view(ctx.shape[0], -1, *spatial)
+        return ctx * self.gates().view(1, -1, *spatial)
 
 
 class SegNet(nn.Module):

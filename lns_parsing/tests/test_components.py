@@ -241,7 +241,9 @@ def test_bench_quick_writes_a_record(tmp_path):
     rec = json.loads(next((tmp_path / "lns_parsing" / "bench").glob("*.json")).read_text())
     assert rec["train"]["32"]["voxels_per_s"] > 0 and rec["sliding_window"]["s_per_volume"] > 0
     assert 0 < rec["train"]["32"]["flop_fraction_of_matmul_peak"]
-    assert 0 < rec["train"]["32"]["flop_fraction_of_matmul_peak_cpu_time"] < 1.2
+    # a ratio of two short CPU-time measurements: under xdist's load it reaches 1.25 (the quick shapes are
+    # tiny); the bound catches a wrong FLOP or CPU-second count (pros's old bench printed 3.26), not noise
+    assert 0 < rec["train"]["32"]["flop_fraction_of_matmul_peak_cpu_time"] < 2.0
 
 
 # ------------------------------------------------------------------ objective and the stage-windowed optimizer
