@@ -47,11 +47,11 @@ class Variant:
     train_args: tuple[str, ...] = ()   # extra train.py flags (rarely needed)
 
 
-def _fmt(vals: list[float]) -> str:
+def _fmt(vals: list[float], digits: int = 2) -> str:
     if not vals:
         return "—"
     m, s = mean_std(vals)
-    return f"{m:.2f} ± {s:.2f}" + ("" if len(vals) > 1 else " (n=1)")
+    return f"{m:.{digits}f} ± {s:.{digits}f}" + ("" if len(vals) > 1 else " (n=1)")
 
 
 def _latest_by_variant_seed(records: list[dict], root: Path) -> dict[str, dict[int, dict]]:
@@ -65,9 +65,10 @@ def _latest_by_variant_seed(records: list[dict], root: Path) -> dict[str, dict[i
 
 
 def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence[str] | None = None,
-                runs: str | Path | None = None, title: str = "", subsets: Sequence[str] | None = None) -> str:
-    """Markdown: variants x metrics (mean ± sample std over seeds), baselines, per-subset tables
-    (every evaluated subset, or only those named in ``subsets``, in that order)."""
+                runs: str | Path | None = None, title: str = "", subsets: Sequence[str] | None = None,
+                digits: int = 2) -> str:
+    """Markdown: variants x metrics (mean ± sample std over seeds, ``digits`` decimals), baselines,
+    per-subset tables (every evaluated subset, or only those named in ``subsets``, in that order)."""
     root = claim_dir(project, runs)
     recs = [r for r in find_results(project, runs) if Path(r["_path"]).is_relative_to(root)]
     by = _latest_by_variant_seed(recs, root)
@@ -82,12 +83,13 @@ def claim_table(project: str, variants: Mapping[str, Variant], metrics: Sequence
         lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
         for v in present:
             rs = [by[v][s] for s in sorted(by[v])]
-            cells = [_fmt([m[k] for r in rs if (m := get_metrics(r)) and k in m]) for k in metrics]
+            cells = [_fmt([m[k] for r in rs if (m := get_metrics(r)) and k in m], digits) for k in metrics]
             seeds = ",".join(str(s) for s in sorted(by[v]))
             lines.append(f"| {variants[v].label} | {seeds} | " + " | ".join(cells) + " |")
         rs = list(by[present[0]].values())
         for b in dict.fromkeys(b for r in rs for b in get_baselines(r)):
-            cells = [_fmt([get_baselines(r)[b][k] for r in rs if k in get_baselines(r).get(b, {})]) for k in metrics]
+            cells = [_fmt([get_baselines(r)[b][k] for r in rs if k in get_baselines(r).get(b, {})], digits)
+                     for k in metrics]
             lines.append(f"| baseline `{b}` | — | " + " | ".join(cells) + " |")
         return lines
 
@@ -107,12 +109,13 @@ def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str]
               metrics: Sequence[str] | None = None, title: str = "", description: str = "",
               prepare: Callable[[argparse.Namespace], None] | None = None,
               subsets: Sequence[str] | None = None, note: str = "",
-              groups: Mapping[str, Sequence[str]] | None = None) -> int:
+              groups: Mapping[str, Sequence[str]] | None = None, digits: int = 2) -> int:
     """The claim-testbed command line of a project (see the module docstring).
 
     ``prepare(args)`` runs once before training (e.g. generate the testbed's data set).
     ``groups`` (heading -> variant names) splits the table into one table per finding, below the
     text ``note``; in the README they paste under its own claim heading, one level down (``####``).
+    ``digits``: decimals in the table (3 where metrics are fractions that differ in the third).
     """
     ap = argparse.ArgumentParser(description=description or f"{project} claim testbed",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,11 +152,11 @@ def run_claim(project: str, variants: Mapping[str, Variant], argv: Sequence[str]
     if not args.table_only:
         head += f" ({len(args.variants)} variants x {len(args.seeds)} seeds, {wall / 60:.1f} min wall)"
     if groups is None:
-        md = pasted = claim_table(project, variants, metrics, args.runs_root, head, subsets)
+        md = pasted = claim_table(project, variants, metrics, args.runs_root, head, subsets, digits)
     else:
         def sections(level: str) -> list[str]:
             return [claim_table(project, {n: variants[n] for n in names}, metrics, args.runs_root,
-                                f"{level} {heading}", subsets) for heading, names in groups.items()]
+                                f"{level} {heading}", subsets, digits) for heading, names in groups.items()]
         md = "\n".join([f"# {head}", "", note, "", *sections("##")])
         pasted = "\n".join([note, "", *sections("####")])
     root.mkdir(parents=True, exist_ok=True)

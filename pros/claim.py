@@ -56,7 +56,7 @@ def prepare(args) -> None:
 def main(argv=None) -> int:
     return run_claim("pros", VARIANTS, argv, metrics=METRICS, prepare=prepare,
                      title="ProS claim testbed (embedded test sets; accuracies up, NME down; mean ± sample std over seeds)",
-                     description=__doc__)
+                     description=__doc__, digits=3)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def test_run_claim_runs_each_variant_and_seed(tmp_path, monkeypatch, capsys):
     # the table alone, from the results on disk; a variant without results is left out
     only = claim_table("toyclaim", {**variants, "missing": Variant("never run")}, ["acc"], runs)
     assert "never run" not in only and "| full model | 0,1 | 51.00 ± 1.41 |" in only
+    assert "| full model | 0,1 | 51.000 ± 1.414 |" in claim_table("toyclaim", variants, ["acc"], runs, digits=3)
     # nothing run yet: the README says where results will be, relative to the repository
     from common.claim import REPO_ROOT
 
